@@ -1,0 +1,144 @@
+"""The dealer (crypto provider): correlated randomness, as a pure function of a key.
+
+Every function here takes a PRNG ``key`` and the number of parties and returns
+shares stacked on a leading party axis, exactly what each party is handed.
+The dealer never sees a party's input; the parties never see the dealer's
+secrets (``a``, ``b``, ``r``) except through their own share.
+
+Share layout, the same for every correlation: shares of uniformly random
+values (``a``, ``b``, ``r``) are all drawn from ``fold_in(key, party)``-style
+seeds, so in a deployment each party can expand them from a seed it shares
+with the dealer. Shares of *derived* values (``c = a*b``, ``r >> f``) are
+uniform for parties ``0..n-2`` (seeded likewise) and the dealer sends only the
+last party's correction. Traffic from the dealer is therefore one share per
+derived value, and it is offline (not counted in :mod:`jaxmpc.cost`).
+
+Correlations and their invariants (sum over parties mod 2**64, ``^`` = XOR
+over parties for binary shares):
+
+=================  ============================================  ==============
+function           invariant                                      used by
+=================  ============================================  ==============
+beaver_triple      ``sum c = B(sum a, sum b)`` for bilinear ``B``  mul, matmul,
+                                                                  conv [Beaver91]
+square_pair        ``sum c = (sum a)**2``                          square
+trunc_pair         ``sum s = (sum r) >>_arith f``                  truncate [ABY3]
+and_triple         ``^c = (^a) & (^b)`` bitwise on 64-bit words    and_bb
+random_bits        ``sum r_a = ^r_b`` in {0, 1}                    b2a
+=================  ============================================  ==============
+
+[Beaver91] D. Beaver, Efficient multiparty protocols using circuit
+randomization, CRYPTO 1991. [ABY3] P. Mohassel, P. Rindal, ABY3, CCS 2018
+(the truncation pair).
+
+Caveat: keys come from ``jax.random`` (threefry by default), which is not a
+vetted cryptographic PRNG; see SECURITY.md.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxmpc import ring
+
+
+class Triple(NamedTuple):
+    """Shares of ``(a, b, c)`` with ``c = B(a, b)``, each stacked on the party axis."""
+
+    a: jax.Array
+    b: jax.Array
+    c: jax.Array
+
+
+class TruncPair(NamedTuple):
+    """Shares of ``r`` and of ``r >>_arith f``."""
+
+    r: jax.Array
+    r_shifted: jax.Array
+
+
+class SharedBit(NamedTuple):
+    """A random bit, arithmetically shared (``arith``) and XOR-shared in bit 0 (``xor``)."""
+
+    arith: jax.Array
+    xor: jax.Array
+
+
+def _seeded(key: jax.Array, n_parties: int, shape: Sequence[int]) -> jax.Array:
+    """``n_parties`` uniform shares, share ``i`` from ``fold_in(key, i)``."""
+    return jnp.stack(
+        [ring.random_ring(jax.random.fold_in(key, i), tuple(shape)) for i in range(n_parties)]
+    )
+
+
+def _correct_last(key: jax.Array, secret: jax.Array, n_parties: int) -> jax.Array:
+    """Seeded shares for parties ``0..n-2``; the last share is the dealer's correction."""
+    others = _seeded(key, n_parties - 1, secret.shape)
+    last = secret - jnp.sum(others, axis=0, dtype=ring.RING_DTYPE)
+    return jnp.concatenate([others, last[None]])
+
+
+def _total(shares: jax.Array) -> jax.Array:
+    return jnp.sum(shares, axis=0, dtype=ring.RING_DTYPE)
+
+
+def _xor_total(shares: jax.Array) -> jax.Array:
+    return jax.lax.reduce(shares, jnp.uint64(0), jax.lax.bitwise_xor, (0,))
+
+
+def beaver_triple(
+    key: jax.Array,
+    n_parties: int,
+    a_shape: Sequence[int],
+    b_shape: Sequence[int],
+    bilinear: ring.Bilinear,
+) -> Triple:
+    """Beaver triple for any bilinear map over the ring: ``c = bilinear(a, b)``.
+
+    Dealer work: one ``bilinear`` on ring elements plus ``n*(|a|+|b|) +
+    (n-1)*|c|`` random words. Sent: ``|c|`` words (the last party's correction).
+    """
+    ka, kb, kc = jax.random.split(key, 3)
+    a = _seeded(ka, n_parties, a_shape)
+    b = _seeded(kb, n_parties, b_shape)
+    c = _correct_last(kc, bilinear(_total(a), _total(b)), n_parties)
+    return Triple(a, b, c)
+
+
+def square_pair(key: jax.Array, n_parties: int, shape: Sequence[int]) -> tuple[jax.Array, jax.Array]:
+    """Shares of ``(a, a*a)``: half a triple, for squaring."""
+    ka, kc = jax.random.split(key)
+    a = _seeded(ka, n_parties, shape)
+    a_tot = _total(a)
+    return a, _correct_last(kc, a_tot * a_tot, n_parties)
+
+
+def trunc_pair(key: jax.Array, n_parties: int, shape: Sequence[int], bits: int) -> TruncPair:
+    """Shares of a uniform ``r`` and of ``r >>_arith bits`` (ABY3's truncation pair)."""
+    kr, ks = jax.random.split(key)
+    r = _seeded(kr, n_parties, shape)
+    return TruncPair(r, _correct_last(ks, ring.arith_shift_right(_total(r), bits), n_parties))
+
+
+def and_triple(key: jax.Array, n_parties: int, shape: Sequence[int]) -> Triple:
+    """XOR shares of 64-bit words ``a``, ``b`` and ``c = a & b`` (64 AND gates per word)."""
+    ka, kb, kc = jax.random.split(key, 3)
+    a = _seeded(ka, n_parties, shape)
+    b = _seeded(kb, n_parties, shape)
+    c_secret = _xor_total(a) & _xor_total(b)
+    others = _seeded(kc, n_parties - 1, shape)
+    last = c_secret ^ _xor_total(others)
+    return Triple(a, b, jnp.concatenate([others, last[None]]))
+
+
+def random_bits(key: jax.Array, n_parties: int, shape: Sequence[int]) -> SharedBit:
+    """A uniform bit per element, shared both arithmetically and by XOR (in bit 0)."""
+    kb, ka, kx = jax.random.split(key, 3)
+    bit = ring.random_ring(kb, tuple(shape)) & jnp.uint64(1)
+    arith = _correct_last(ka, bit, n_parties)
+    others = _seeded(kx, n_parties - 1, shape) & jnp.uint64(1)
+    xor = jnp.concatenate([others, (bit ^ _xor_total(others))[None]])
+    return SharedBit(arith, xor)
