@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmpc import dealer, ring, spmd
-from jaxmpc.tensor import SharedTensor, _require_ring, check_compatible
+from jaxmpc.tensor import SharedTensor, _check_broadcast, _require_ring, check_compatible
 
 TruncMethod = Literal["dealer", "local"]
 TRUNC_METHODS = ("dealer", "local")
@@ -143,7 +143,7 @@ def bilinear_ss(
     _require_ring(x)
     _require_ring(y)
     _check_key(key)
-    check_compatible(x, y, broadcast=False)
+    _check_factors(x, y)
     k_triple, k_trunc = jax.random.split(key)
     t = dealer.beaver_triple(k_triple, x.n_parties, x.shape, y.shape, bilinear)
     z = spmd.party_map(lambda *s: beaver_local(*s, bilinear))(x.shares, y.shares, t.a, t.b, t.c)
@@ -151,9 +151,23 @@ def bilinear_ss(
     return truncate(prod, k_trunc, min(x.frac_bits, y.frac_bits), method=trunc)
 
 
+def _check_factors(x: SharedTensor, y: SharedTensor) -> None:
+    """Factors must share parties and precision, except that an integer tensor
+    (``frac_bits=0``, e.g. a comparison bit) may scale a fixed-point one."""
+    if 0 in (x.frac_bits, y.frac_bits):
+        check_compatible(x, SharedTensor(y.shares, x.frac_bits), broadcast=False)
+    else:
+        check_compatible(x, y, broadcast=False)
+
+
 def mul(x: SharedTensor, y: SharedTensor, key: jax.Array, *, trunc: TruncMethod = "dealer") -> SharedTensor:
-    """Elementwise ``x * y`` of two secrets (broadcasting). 2 rounds with dealer truncation."""
-    check_compatible(x, y)
+    """Elementwise ``x * y`` of two secrets (broadcasting).
+
+    2 rounds with dealer truncation; 1 when either factor is an integer
+    tensor (``frac_bits=0``), which needs no truncation.
+    """
+    _check_factors(x, y)
+    _check_broadcast(x.shape, y.shape)
     return bilinear_ss(x, y, key, ring.mul, trunc=trunc)
 
 
@@ -164,7 +178,7 @@ def _check_matmul_shapes(a: tuple, b: tuple) -> None:
 
 def matmul(x: SharedTensor, y: SharedTensor, key: jax.Array, *, trunc: TruncMethod = "dealer") -> SharedTensor:
     """Matrix product ``x @ y`` of two secrets. Bytes scale with ``|x| + |y|``."""
-    check_compatible(x, y, broadcast=False)
+    _check_factors(x, y)
     _check_matmul_shapes(x.shape, y.shape)
     return bilinear_ss(x, y, key, ring.matmul, trunc=trunc)
 
@@ -195,7 +209,7 @@ def mul_public(x: SharedTensor, c: Any, key: jax.Array | None = None, *, trunc: 
     """
     _require_ring(x)
     enc, bits = _encode_public(c, x.frac_bits)
-    np.broadcast_shapes(x.shape, enc.shape)
+    _check_broadcast(x.shape, tuple(enc.shape))
     prod = SharedTensor(x.shares * enc, x.frac_bits + bits)
     return truncate(prod, key, bits, method=trunc) if bits else prod
 

@@ -1,0 +1,232 @@
+"""Encrypted gradients: secure ops as ``jax.custom_vjp`` over a float carrier.
+
+JAX will not differentiate integer arrays, and a custom_vjp rule cannot hand
+back uint64 cotangents. So while differentiating, a :class:`SharedTensor`
+carries its shares as **complex128**: real part = high 32 bits, imaginary part =
+low 32 bits, both exact integers (see :func:`jaxmpc.tensor.to_carrier`). The
+carrier is internal: users pass and get uint64 shares.
+
+Why this is exact: the only JAX operations applied to carriers outside secure
+ops are structural and additive (add, sub, neg, reshape, transpose, indexing,
+broadcast, sums), and so are their transposes, which is how JAX accumulates
+cotangents (``ct_1 + ct_2`` when a value is used twice). Integer sums of 32-bit
+halves stay far below 2**53, so every carrier converts back to the right ring
+element; zeros are ring zeros. Everything else is a secure op built with
+:func:`secure_op`, whose forward and backward passes convert carrier -> uint64,
+run a protocol on shares, and convert back.
+
+Each rule below states its backward protocol. Randomness: an op takes one
+``key``; its forward pass uses ``fold_in(key, 0)`` and its backward pass
+``fold_in(key, 1)``, so the dealer never reuses a correlation.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxmpc import tensor
+from jaxmpc.protocols import arithmetic
+from jaxmpc.tensor import SharedTensor
+
+Fwd = Callable[..., tuple[SharedTensor, Any]]
+Bwd = Callable[..., tuple[SharedTensor | None, ...]]
+
+
+def _is_shared(x: Any) -> bool:
+    return isinstance(x, SharedTensor)
+
+
+def as_ring(x: SharedTensor) -> SharedTensor:
+    """The uint64 form of a tensor (identity if it is one already)."""
+    return SharedTensor(tensor.from_carrier(x.shares), x.frac_bits) if x.is_carrier else x
+
+
+def as_carrier(x: SharedTensor) -> SharedTensor:
+    """The complex128 carrier of a tensor (identity if it is one already)."""
+    return x if x.is_carrier else SharedTensor(tensor.to_carrier(x.shares), x.frac_bits)
+
+
+def secure_op(fwd: Fwd, bwd: Bwd) -> Callable[..., SharedTensor]:
+    """Make a differentiable secure op from a forward and a backward protocol.
+
+    ``fwd(key, *xs) -> (out, residuals)`` and ``bwd(key, residuals, ct, needs)
+    -> cotangents`` work on uint64 tensors; ``needs[i]`` tells ``bwd`` whether
+    input ``i`` is being differentiated, so it can skip (return None for) the
+    others — e.g. no gradient is computed for the input data. Static
+    arguments are bound with ``functools.partial`` before calling.
+
+    The returned ``op(key, *xs)`` runs ``fwd`` directly on uint64 inputs; if
+    any input is a carrier it runs through ``jax.custom_vjp``.
+    """
+
+    def op(key: jax.Array, *xs: SharedTensor) -> SharedTensor:
+        needs = tuple(x.is_carrier for x in xs)
+        k_fwd, k_bwd = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+        if not any(needs):
+            return fwd(k_fwd, *xs)[0]
+
+        @jax.custom_vjp
+        def carrier_op(k_f, k_b, *cs):
+            return as_carrier(fwd(k_f, *map(as_ring, cs))[0])
+
+        def carrier_fwd(k_f, k_b, *cs):
+            out, res = fwd(k_f, *map(as_ring, cs))
+            return as_carrier(out), (k_b, res)
+
+        def carrier_bwd(saved, ct):
+            k_b, res = saved
+            cts = bwd(k_b, res, as_ring(ct), needs)
+            return (None, None) + tuple(
+                as_carrier(c) if (c is not None and need) else None for c, need in zip(cts, needs)
+            )
+
+        carrier_op.defvjp(carrier_fwd, carrier_bwd)
+        return carrier_op(k_fwd, k_bwd, *xs)
+
+    return op
+
+
+def value_and_grad(
+    fn: Callable[..., Any], argnums: int = 0, has_aux: bool = False
+) -> Callable[..., Any]:
+    """Like ``jax.value_and_grad`` for a function of shared tensors.
+
+    ``fn`` returns a shared scalar (or ``(scalar, aux)`` with ``has_aux``);
+    argument ``argnums`` is a pytree of uint64 :class:`SharedTensor`. Returns
+    ``(value, grads)`` (or ``((value, aux), grads)``) with ``grads`` a pytree
+    of uint64 shared tensors of the same structure: shares of
+    ``d value / d params``. The cotangent seed is the public constant 1.
+    Nothing is opened by differentiation itself.
+    """
+
+    def wrapped(*args: Any, **kwargs: Any):
+        params = args[argnums]
+        carriers = jax.tree.map(as_carrier, params, is_leaf=_is_shared)
+
+        def f(c):
+            call_args = list(args)
+            call_args[argnums] = c
+            return fn(*call_args, **kwargs)
+
+        if has_aux:
+            out, vjp, aux = jax.vjp(f, carriers, has_aux=True)
+        else:
+            out, vjp = jax.vjp(f, carriers)
+        if not isinstance(out, SharedTensor) or out.size != 1:
+            raise TypeError(
+                "value_and_grad needs a function returning a shared scalar "
+                f"(got {out!r}); sum or average it first"
+            )
+        seed = tensor.from_public(jnp.ones(out.shape), out.n_parties, out.frac_bits)
+        (grads,) = vjp(as_carrier(seed))
+        grads = jax.tree.map(as_ring, grads, is_leaf=_is_shared)
+        value = as_ring(out)
+        return ((value, aux), grads) if has_aux else (value, grads)
+
+    return wrapped
+
+
+# ----------------------------------------------------------------- the rules
+
+
+def _matmul_fwd(key, x, w, *, trunc):
+    return arithmetic.matmul(x, w, key, trunc=trunc), (x, w)
+
+
+def _matmul_bwd(key, res, ct, needs, *, trunc):
+    """``dx = ct @ w^T``, ``dw = x^T @ ct``: two secure matmuls (only those needed)."""
+    x, w = res
+    kx, kw = jax.random.split(key)
+    dx = arithmetic.matmul(ct, w.T, kx, trunc=trunc) if needs[0] else None
+    dw = arithmetic.matmul(x.T, ct, kw, trunc=trunc) if needs[1] else None
+    return dx, dw
+
+
+def matmul(x: SharedTensor, w: SharedTensor, key: jax.Array, *, trunc="dealer") -> SharedTensor:
+    """Differentiable ``x @ w`` (2-D): Beaver matmul forward, two Beaver matmuls backward."""
+    return secure_op(
+        functools.partial(_matmul_fwd, trunc=trunc), functools.partial(_matmul_bwd, trunc=trunc)
+    )(key, x, w)
+
+
+def _mul_fwd(key, x, y, *, trunc):
+    return arithmetic.mul(x, y, key, trunc=trunc), (x, y)
+
+
+def _unbroadcast(g: SharedTensor, shape: tuple[int, ...]) -> SharedTensor:
+    extra = g.ndim - len(shape)
+    if extra:
+        g = g.sum(tuple(range(extra)))
+    axes = tuple(i for i, (a, b) in enumerate(zip(g.shape, shape)) if b == 1 and a != 1)
+    return g.sum(axes, keepdims=True) if axes else g
+
+
+def _mul_bwd(key, res, ct, needs, *, trunc):
+    """``dx = ct * y``, ``dy = ct * x`` (Beaver), summed over broadcast axes."""
+    x, y = res
+    kx, ky = jax.random.split(key)
+    dx = _unbroadcast(arithmetic.mul(ct, y, kx, trunc=trunc), x.shape) if needs[0] else None
+    dy = _unbroadcast(arithmetic.mul(ct, x, ky, trunc=trunc), y.shape) if needs[1] else None
+    return dx, dy
+
+
+def mul(x: SharedTensor, y: SharedTensor, key: jax.Array, *, trunc="dealer") -> SharedTensor:
+    """Differentiable elementwise ``x * y`` of secrets."""
+    return secure_op(
+        functools.partial(_mul_fwd, trunc=trunc), functools.partial(_mul_bwd, trunc=trunc)
+    )(key, x, y)
+
+
+def _square_fwd(key, x, *, trunc):
+    return arithmetic.square(x, key, trunc=trunc), x
+
+
+def _square_bwd(key, x, ct, needs, *, trunc):
+    """``dx = 2 x ct``: one Beaver mul (the 2 is a local integer factor)."""
+    return (arithmetic.mul(ct, x, key, trunc=trunc) * 2,)
+
+
+def square(x: SharedTensor, key: jax.Array, *, trunc="dealer") -> SharedTensor:
+    """Differentiable ``x * x`` (the square activation)."""
+    return secure_op(
+        functools.partial(_square_fwd, trunc=trunc), functools.partial(_square_bwd, trunc=trunc)
+    )(key, x)
+
+
+def _mul_public_fwd(key, x, *, c, trunc):
+    return arithmetic.mul_public(x, c, key, trunc=trunc), None
+
+
+def _mul_public_bwd(key, res, ct, needs, *, c, trunc):
+    """``dx = c * ct`` (public factor, local product and truncation)."""
+    return (arithmetic.mul_public(ct, c, key, trunc=trunc),)
+
+
+def mul_public(x: SharedTensor, c: float, key: jax.Array, *, trunc="dealer") -> SharedTensor:
+    """Differentiable ``x * c`` for a public scalar ``c``."""
+    return secure_op(
+        functools.partial(_mul_public_fwd, c=c, trunc=trunc),
+        functools.partial(_mul_public_bwd, c=c, trunc=trunc),
+    )(key, x)
+
+
+def _relu_fwd(key, x):
+    from jaxmpc.protocols import comparison
+
+    y, bit = comparison.relu(x, key)
+    return y, bit
+
+
+def _relu_bwd(key, bit, ct, needs, *, trunc):
+    """``dx = ct * [x > 0]`` with the bit kept from the forward pass: one Beaver
+    mul by a 0/1 integer (no truncation, no second comparison)."""
+    return (arithmetic.mul(ct, bit, key, trunc=trunc),)
+
+
+def relu(x: SharedTensor, key: jax.Array, *, trunc="dealer") -> SharedTensor:
+    """Differentiable ReLU; the backward pass reuses the forward comparison bit."""
+    return secure_op(_relu_fwd, functools.partial(_relu_bwd, trunc=trunc))(key, x)
