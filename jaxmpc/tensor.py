@@ -80,7 +80,7 @@ class SharedTensor:
     def __add__(self, other: Any) -> "SharedTensor":
         if isinstance(other, SharedTensor):
             check_compatible(self, other)
-            a, b = _common_repr(self.shares, other.shares)
+            a, b = _common_repr(_align(self, other.ndim), _align(other, self.ndim))
             return self._with(a + b)
         return add_public(self, other)
 
@@ -229,6 +229,15 @@ def lax_complex(re: jax.Array, im: jax.Array) -> jax.Array:
     return jax.lax.complex(re, im)
 
 
+def _align(x: SharedTensor, ndim: int) -> jax.Array:
+    """Shares with singleton axes inserted after the party axis, so that
+    numpy broadcasting of ``(n, *shape)`` arrays follows ``shape`` alone."""
+    missing = ndim - x.ndim
+    if missing <= 0:
+        return x.shares
+    return x.shares.reshape((x.n_parties,) + (1,) * missing + x.shape)
+
+
 def _common_repr(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     if a.dtype == b.dtype:
         return a, b
@@ -246,7 +255,7 @@ def add_public(x: SharedTensor, p: Any) -> SharedTensor:
     enc = ring.encode(p, x.frac_bits)
     _check_broadcast(x.shape, enc.shape)
     shape = np.broadcast_shapes(x.shape, enc.shape)
-    shares = jnp.broadcast_to(x.shares, (x.n_parties,) + shape)
+    shares = jnp.broadcast_to(_align(x, len(shape)), (x.n_parties,) + shape)
     enc = to_carrier(enc) if x.is_carrier else enc
     return x._with(shares.at[0].add(enc))
 
