@@ -359,3 +359,14 @@ def _require_ring(x: SharedTensor) -> None:
             "cannot open a value inside jaxmpc.value_and_grad; return it as an auxiliary "
             "output and reveal it afterwards"
         )
+
+
+def reconstruct(x: SharedTensor) -> np.ndarray:
+    """Decrypt at a receiver outside the computation (e.g. the model owner).
+
+    Every party sends its shares (8 bytes per element each) to the receiver,
+    who sums them. Runs outside ``party_map``: no collective, no recording.
+    """
+    _require_ring(x)
+    total = jnp.sum(x.shares, axis=0, dtype=ring.RING_DTYPE)
+    return np.asarray(ring.decode(total, x.frac_bits))
