@@ -1,0 +1,5 @@
+import sys
+
+from jaxmpc.cli import main
+
+sys.exit(main())
