@@ -1,0 +1,285 @@
+"""Comparisons on shares: sign bit, equality, ReLU, max and argmax.
+
+Everything reduces to two bit protocols on ring elements, both evaluated as a
+boolean circuit on the parties' trivially XOR-shared arithmetic shares (as in
+:mod:`jaxmpc.protocols.conversion`), then a B2A of the one result bit:
+
+* :func:`ltz`: ``[x < 0]``, the MSB of ``x_0 + ... + x_{n-1}``. Only the
+  carry into bit 63 is computed (:func:`jaxmpc.protocols.binary.msb_add_circuit`).
+* :func:`eqz`: ``[x == 0]``. Party ``n-1`` subtracts 1 from its share, the
+  words are compressed to ``(s, k)`` and ``x == 0`` iff ``s + k = 2**64 - 1``
+  iff ``s ^ k`` is all ones: an AND tree over 64 bits, no adder at all.
+
+Results are additively shared 0/1 integers (``frac_bits=0``). A shared bit
+times a shared value (:func:`mul_bit`) is one Beaver round with no truncation,
+since the bit carries no fractional bits. Comparisons of fixed-point values
+are exact whenever ``|x - y| < 2**63`` raw, which holds for any two encodable
+values (``|x| < 2**(62-f)``).
+
+Cost, with ``d`` carry-save layers for ``n`` parties (0 for 2, 1 for 3,
+2 for 4, 3 for 5-6), per element per party, ``W = (n-1) * 8`` bytes/word:
+
+==========  =================  ==========================
+protocol    rounds             bytes per element per party
+==========  =================  ==========================
+ltz         d + 8  (2p: 8)     (2d + 15) W   (2p: 120)
+eqz         d + 7  (2p: 7)     (2d + 13) W   (2p: 104)
+relu        ltz + 1            ltz + 2 W
+==========  =================  ==========================
+
+[ABY3] P. Mohassel, P. Rindal, CCS 2018 (bit decomposition, B2A); [Beaver91].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxmpc import dealer, ring, spmd, tensor
+from jaxmpc.protocols import binary
+from jaxmpc.protocols.arithmetic import _check_key, beaver_local
+from jaxmpc.protocols.conversion import b2a_local, owned_words_local
+from jaxmpc.tensor import SharedTensor, _require_ring
+
+U64 = jnp.uint64
+#: Raw padding value for max/argmax: below every encodable value (|x| < 2**62).
+_PAD = -(2**62)
+
+
+# ----------------------------------------------------------------- SPMD cores
+
+
+def _zero_test_circuit(words: Sequence[jax.Array], and_fn, xor_fn) -> jax.Array:
+    """Bit 0 = [sum of words == 2**64 - 1]: compress to ``(s, k)``, AND-reduce ``s ^ k``."""
+    s, k = binary.compress_circuit(words, and_fn, xor_fn)
+    return binary.all_ones_circuit(xor_fn(s, k), and_fn, xor_fn)
+
+
+def ltz_local(s: jax.Array, triples, r_xor: jax.Array, r_arith: jax.Array) -> jax.Array:
+    """One party's arithmetic share of ``[x < 0]`` (the MSB of ``x``) from its share ``s``.
+
+    Math: ``msb(x_0 + ... + x_{n-1})`` as a boolean circuit on the owned words.
+    Steps: carry-save compression to two words (``d`` AND layers), ``g = u & v``
+    (1), a packed tree for the carry into bit 63 (6), ``msb = p_63 ^ c_63``,
+    then B2A with a dealer bit (1).
+    Opened: Beaver-masked ``d``/``e`` of each AND word, and ``msb ^ r``.
+    Cost: ``d + 8`` rounds; ``(2(d + 7) + 1) * (n-1) * 8`` bytes per element per party.
+    """
+    sign = binary.run_local(binary.msb_sum_circuit, triples, owned_words_local(s))
+    return b2a_local(sign, r_xor, r_arith)
+
+
+def eqz_local(s: jax.Array, triples, r_xor: jax.Array, r_arith: jax.Array) -> jax.Array:
+    """One party's arithmetic share of ``[x == 0]``.
+
+    Math: ``x = 0`` iff ``x_0 + ... + (x_{n-1} - 1) = 2**64 - 1``; after
+    carry-save compression to ``(s, k)``, iff ``s ^ k`` is all ones (a sum of
+    two words is all ones only when no carry occurs).
+    Steps: party ``n-1`` subtracts 1 locally, compression (``d`` AND layers),
+    AND tree ``w &= w >> 2**i`` (6), B2A (1).
+    Cost: ``d + 7`` rounds; ``(2(d + 6) + 1) * (n-1) * 8`` bytes per element per party.
+    """
+    s = jnp.where(spmd.is_party(spmd.n_parties() - 1), s - U64(1), s)
+    bit = binary.run_local(_zero_test_circuit, triples, owned_words_local(s))
+    return b2a_local(bit, r_xor, r_arith)
+
+
+def _bit_protocol(x: SharedTensor, key: jax.Array, circuit: Callable, local: Callable) -> SharedTensor:
+    _require_ring(x)
+    _check_key(key)
+    n = x.n_parties
+    k_and, k_bit = jax.random.split(key)
+    triples = binary.circuit_triples(k_and, n, circuit, [binary.words_like(x.shape)] * n)
+    r = dealer.random_bits(k_bit, n, x.shape)
+    return SharedTensor(spmd.party_map(local)(x.shares, triples, r.xor, r.arith), 0)
+
+
+# -------------------------------------------------------------- bits of x
+
+
+def ltz(x: SharedTensor, key: jax.Array) -> SharedTensor:
+    """``[x < 0]`` as a shared 0/1 integer (``frac_bits=0``); see :func:`ltz_local` for cost."""
+    return _bit_protocol(x, key, binary.msb_sum_circuit, ltz_local)
+
+
+def eqz(x: SharedTensor, key: jax.Array) -> SharedTensor:
+    """``[x == 0]`` (raw ring equality) as a shared 0/1 integer; see :func:`eqz_local`."""
+    return _bit_protocol(x, key, _zero_test_circuit, eqz_local)
+
+
+def _diff(x: Any, y: Any) -> SharedTensor:
+    """``x - y`` where at least one side is shared and the other may be public."""
+    if isinstance(x, SharedTensor):
+        return x - y
+    if isinstance(y, SharedTensor):
+        return -(y - x)
+    raise TypeError("compare at least one SharedTensor (the other may be public)")
+
+
+def lt(x: Any, y: Any, key: jax.Array) -> SharedTensor:
+    """``[x < y]`` (strict; 0 at ties). Either side may be public. ``ltz(x - y)``."""
+    return ltz(_diff(x, y), key)
+
+
+def gt(x: Any, y: Any, key: jax.Array) -> SharedTensor:
+    """``[x > y]`` (strict; 0 at ties). ``ltz(y - x)``."""
+    return ltz(_diff(y, x), key)
+
+
+def le(x: Any, y: Any, key: jax.Array) -> SharedTensor:
+    """``[x <= y]`` (1 at ties) = ``1 - gt(x, y)``."""
+    return 1 - gt(x, y, key)
+
+
+def ge(x: Any, y: Any, key: jax.Array) -> SharedTensor:
+    """``[x >= y]`` (1 at ties) = ``1 - lt(x, y)``."""
+    return 1 - lt(x, y, key)
+
+
+def eq(x: Any, y: Any, key: jax.Array) -> SharedTensor:
+    """``[x == y]``, exact equality of the fixed-point encodings: ``eqz(x - y)``."""
+    return eqz(_diff(x, y), key)
+
+
+def ne(x: Any, y: Any, key: jax.Array) -> SharedTensor:
+    """``[x != y]`` = ``1 - eq(x, y)``."""
+    return 1 - eq(x, y, key)
+
+
+# -------------------------------------------------------------- bit * value
+
+
+def _mul_bit_shares(b: jax.Array, y: jax.Array, key: jax.Array) -> jax.Array:
+    t = dealer.beaver_triple(key, b.shape[0], b.shape[1:], y.shape[1:], ring.mul)
+    return spmd.party_map(lambda *s: beaver_local(*s, ring.mul))(b, y, t.a, t.b, t.c)
+
+
+def mul_bit(b: SharedTensor, y: SharedTensor, key: jax.Array) -> SharedTensor:
+    """``b * y`` for a shared 0/1 integer ``b`` (``frac_bits=0``) and any shared ``y``.
+
+    One Beaver round (``(n-1)*8*(|b| + |y|)`` bytes per party), no truncation:
+    exact, and the result keeps ``y.frac_bits``. Broadcasts.
+    """
+    _require_ring(b)
+    _require_ring(y)
+    _check_key(key)
+    if b.frac_bits != 0:
+        raise ValueError(f"mul_bit takes a 0/1 integer with frac_bits=0, got frac_bits={b.frac_bits}")
+    return SharedTensor(_mul_bit_shares(b.shares, y.shares, key), y.frac_bits)
+
+
+def sign(x: SharedTensor, key: jax.Array) -> SharedTensor:
+    """``-1`` where ``x < 0``, else ``+1`` (so ``sign(0) = +1``), integers with ``frac_bits=0``."""
+    return 1 - ltz(x, key) * 2
+
+
+def abs(x: SharedTensor, key: jax.Array) -> SharedTensor:  # noqa: A001 (mirrors jnp.abs)
+    """``|x| = x - 2 [x < 0] x``: ``ltz`` + 1 round."""
+    k_cmp, k_mul = jax.random.split(key)
+    return x - mul_bit(ltz(x, k_cmp), x, k_mul) * 2
+
+
+def drelu(x: SharedTensor, key: jax.Array) -> SharedTensor:
+    """ReLU's derivative ``[x > 0]`` (0 at ``x = 0``, as ``jax.nn.relu``'s gradient): ``ltz(-x)``."""
+    return ltz(-x, key)
+
+
+def relu(x: SharedTensor, key: jax.Array) -> tuple[SharedTensor, SharedTensor]:
+    """``(max(x, 0), [x > 0])``: the output and the derivative bit (``frac_bits=0``).
+
+    Keep the bit for the backward pass: ``mul_bit(bit, grad, key)`` is one
+    round and exact, with no second comparison. Cost: ``ltz`` + 1 round.
+    """
+    k_cmp, k_mul = jax.random.split(key)
+    bit = drelu(x, k_cmp)
+    return mul_bit(bit, x, k_mul), bit
+
+
+def maximum(x: Any, y: Any, key: jax.Array) -> SharedTensor:
+    """Elementwise ``max(x, y)`` = ``y + [x > y](x - y)``; either side may be public."""
+    k_cmp, k_mul = jax.random.split(key)
+    d = _diff(x, y)
+    return mul_bit(ltz(-d, k_cmp), d, k_mul) + y
+
+
+def minimum(x: Any, y: Any, key: jax.Array) -> SharedTensor:
+    """Elementwise ``min(x, y)`` = ``x - [x > y](x - y)``; either side may be public."""
+    k_cmp, k_mul = jax.random.split(key)
+    d = _diff(x, y)
+    return -mul_bit(ltz(-d, k_cmp), d, k_mul) + x
+
+
+# -------------------------------------------------------------- max, argmax
+
+
+def _tournament(x: SharedTensor, key: jax.Array, axis: int, with_onehot: bool):
+    """Knock-out tree over ``axis``: ``ceil(log2 k)`` layers of (ltz + 1 Beaver round).
+
+    The axis is padded to a power of two with a value below every encodable
+    one. Pairs ``(left, right)`` are adjacent candidates, ``left`` covering
+    lower indices; ``b = [right > left]`` (strict), so ties keep the lower
+    index. Each candidate carries the one-hot of its own segment, so a layer's
+    selection multiplies ``b`` into ``1 + 2L`` words per pair in one round.
+    """
+    _require_ring(x)
+    _check_key(key)
+    ax = tensor._axis(axis, x.ndim) + 1
+    v = jnp.moveaxis(x.shares, ax, -1)
+    n, k = v.shape[0], v.shape[-1]
+    levels = math.ceil(math.log2(k))  # note: this module's max/abs shadow the builtins
+    pad = jnp.zeros(v.shape[:-1] + (2**levels - k,), U64).at[0].set(ring.ring(_PAD))
+    v = jnp.concatenate([v, pad], axis=-1)
+    oh = None  # (n, ..., m, L): one-hot of each candidate's segment; None = public [1]
+    for key_l in jax.random.split(key, levels) if levels else ():
+        k_cmp, k_mul = jax.random.split(key_l)
+        left, right = v[..., 0::2], v[..., 1::2]
+        b = ltz(SharedTensor(left - right, x.frac_bits), k_cmp).shares[..., None]
+        payload = (right - left)[..., None]
+        if with_onehot and oh is not None:
+            payload = jnp.concatenate([payload, oh[..., 0::2, :], oh[..., 1::2, :]], axis=-1)
+        prod = _mul_bit_shares(b, payload, k_mul)
+        v = left + prod[..., 0]
+        if with_onehot and oh is None:
+            one = jnp.zeros_like(b).at[0].set(U64(1))
+            oh = jnp.concatenate([one - b, b], axis=-1)
+        elif with_onehot:
+            L = oh.shape[-1]
+            oh = jnp.concatenate([oh[..., 0::2, :] - prod[..., 1:L + 1], prod[..., L + 1:]], axis=-1)
+    if with_onehot and oh is None:  # k == 1
+        oh = jnp.zeros(v.shape + (1,), U64).at[0].set(U64(1))
+    value = SharedTensor(jnp.moveaxis(v, -1, ax), x.frac_bits)
+    onehot = None if oh is None else SharedTensor(jnp.moveaxis(oh[..., 0, :k], -1, ax), 0)
+    return value, onehot
+
+
+def max(x: SharedTensor, key: jax.Array, axis: int = -1, keepdims: bool = False) -> SharedTensor:  # noqa: A001
+    """Maximum over ``axis`` by a tree of comparisons: ``ceil(log2 k)`` layers of ``ltz`` + 1 round."""
+    value, _ = _tournament(x, key, axis, with_onehot=False)
+    return value if keepdims else value.squeeze(axis)
+
+
+def argmax(x: SharedTensor, key: jax.Array, axis: int = -1) -> SharedTensor:
+    """Shared one-hot of the maximum over ``axis`` (same shape as ``x``, ``frac_bits=0``).
+
+    Ties: the lowest index wins. Nothing is revealed; ``ceil(log2 k)`` layers
+    of ``ltz`` + 1 Beaver round for ``k`` values (2 parties: ``9 ceil(log2 k)`` rounds).
+    Use :func:`reveal_argmax` to open the index alone.
+    """
+    return _tournament(x, key, axis, with_onehot=True)[1]
+
+
+def max_argmax(x: SharedTensor, key: jax.Array, axis: int = -1) -> tuple[SharedTensor, SharedTensor]:
+    """``(max over axis (kept as size 1), one-hot argmax)`` from one tournament."""
+    return _tournament(x, key, axis, with_onehot=True)
+
+
+def reveal_argmax(onehot: SharedTensor, axis: int = -1) -> jax.Array:
+    """Open only the index ``sum_j j * onehot_j`` (int64), not the one-hot: 1 round."""
+    ax = tensor._axis(axis, onehot.ndim)
+    k = onehot.shape[ax]
+    idx = jnp.arange(k, dtype=jnp.int64).reshape((k,) + (1,) * (onehot.ndim - ax - 1))
+    opened = tensor.reveal(SharedTensor((onehot * idx).sum(ax).shares, 0), what="argmax")
+    return opened.astype(jnp.int64)
