@@ -39,6 +39,8 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -67,16 +69,27 @@ class SharedBit(NamedTuple):
     xor: jax.Array
 
 
-def _seeded(key: jax.Array, n_parties: int, shape: Sequence[int]) -> jax.Array:
-    """``n_parties`` uniform shares, share ``i`` from ``fold_in(key, i)``."""
-    return jnp.stack(
-        [ring.random_ring(jax.random.fold_in(key, i), tuple(shape)) for i in range(n_parties)]
-    )
+def _party_randomness(key: jax.Array, n_parties: int, *shapes: Sequence[int]) -> list[jax.Array]:
+    """Uniform words for every party, one ``(n_parties, *shape)`` array per shape.
+
+    Party ``i``'s words come from ``fold_in(key, i)`` alone (so a party can
+    expand them from a seed it shares with the dealer); all shapes are drawn
+    in one PRNG call per party, which keeps the compiled program small.
+    """
+    shapes = [tuple(int(d) for d in s) for s in shapes]
+    sizes = [math.prod(s) for s in shapes]
+    party_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_parties, dtype=jnp.uint32))
+    flat = jax.vmap(lambda k: ring.random_ring(k, (sum(sizes),)))(party_keys)
+    out, start = [], 0
+    for shape, size in zip(shapes, sizes):
+        out.append(flat[:, start : start + size].reshape((n_parties,) + shape))
+        start += size
+    return out
 
 
-def _correct_last(key: jax.Array, secret: jax.Array, n_parties: int) -> jax.Array:
-    """Seeded shares for parties ``0..n-2``; the last share is the dealer's correction."""
-    others = _seeded(key, n_parties - 1, secret.shape)
+def _correct_last(others: jax.Array, secret: jax.Array) -> jax.Array:
+    """Random shares ``others`` for parties ``0..n-2``; the last share is the
+    dealer's correction ``secret - sum(others)``."""
     last = secret - jnp.sum(others, axis=0, dtype=ring.RING_DTYPE)
     return jnp.concatenate([others, last[None]])
 
@@ -98,47 +111,44 @@ def beaver_triple(
 ) -> Triple:
     """Beaver triple for any bilinear map over the ring: ``c = bilinear(a, b)``.
 
-    Dealer work: one ``bilinear`` on ring elements plus ``n*(|a|+|b|) +
-    (n-1)*|c|`` random words. Sent: ``|c|`` words (the last party's correction).
+    Dealer work: one ``bilinear`` on ring elements plus ``n*(|a|+|b|+|c|)``
+    random words. Sent: ``|c|`` words (the last party's correction).
     """
-    ka, kb, kc = jax.random.split(key, 3)
-    a = _seeded(ka, n_parties, a_shape)
-    b = _seeded(kb, n_parties, b_shape)
-    c = _correct_last(kc, bilinear(_total(a), _total(b)), n_parties)
+    a_shape, b_shape = tuple(a_shape), tuple(b_shape)
+    c_shape = jax.eval_shape(bilinear, jax.ShapeDtypeStruct(a_shape, ring.RING_DTYPE),
+                             jax.ShapeDtypeStruct(b_shape, ring.RING_DTYPE)).shape
+    a, b, c_rand = _party_randomness(key, n_parties, a_shape, b_shape, c_shape)
+    c = _correct_last(c_rand[:-1], bilinear(_total(a), _total(b)))
     return Triple(a, b, c)
 
 
 def square_pair(key: jax.Array, n_parties: int, shape: Sequence[int]) -> tuple[jax.Array, jax.Array]:
     """Shares of ``(a, a*a)``: half a triple, for squaring."""
-    ka, kc = jax.random.split(key)
-    a = _seeded(ka, n_parties, shape)
+    a, c_rand = _party_randomness(key, n_parties, shape, shape)
     a_tot = _total(a)
-    return a, _correct_last(kc, a_tot * a_tot, n_parties)
+    return a, _correct_last(c_rand[:-1], a_tot * a_tot)
 
 
 def trunc_pair(key: jax.Array, n_parties: int, shape: Sequence[int], bits: int) -> TruncPair:
     """Shares of a uniform ``r`` and of ``r >>_arith bits`` (ABY3's truncation pair)."""
-    kr, ks = jax.random.split(key)
-    r = _seeded(kr, n_parties, shape)
-    return TruncPair(r, _correct_last(ks, ring.arith_shift_right(_total(r), bits), n_parties))
+    r, s_rand = _party_randomness(key, n_parties, shape, shape)
+    return TruncPair(r, _correct_last(s_rand[:-1], ring.arith_shift_right(_total(r), bits)))
 
 
 def and_triple(key: jax.Array, n_parties: int, shape: Sequence[int]) -> Triple:
     """XOR shares of 64-bit words ``a``, ``b`` and ``c = a & b`` (64 AND gates per word)."""
-    ka, kb, kc = jax.random.split(key, 3)
-    a = _seeded(ka, n_parties, shape)
-    b = _seeded(kb, n_parties, shape)
-    c_secret = _xor_total(a) & _xor_total(b)
-    others = _seeded(kc, n_parties - 1, shape)
-    last = c_secret ^ _xor_total(others)
+    a, b, c_rand = _party_randomness(key, n_parties, shape, shape, shape)
+    others = c_rand[:-1]
+    last = (_xor_total(a) & _xor_total(b)) ^ _xor_total(others)
     return Triple(a, b, jnp.concatenate([others, last[None]]))
 
 
 def random_bits(key: jax.Array, n_parties: int, shape: Sequence[int]) -> SharedBit:
     """A uniform bit per element, shared both arithmetically and by XOR (in bit 0)."""
-    kb, ka, kx = jax.random.split(key, 3)
-    bit = ring.random_ring(kb, tuple(shape)) & jnp.uint64(1)
-    arith = _correct_last(ka, bit, n_parties)
-    others = _seeded(kx, n_parties - 1, shape) & jnp.uint64(1)
+    k_bit, k_shares = jax.random.split(key)
+    bit = ring.random_ring(k_bit, tuple(shape)) & jnp.uint64(1)
+    arith_rand, xor_rand = _party_randomness(k_shares, n_parties, shape, shape)
+    arith = _correct_last(arith_rand[:-1], bit)
+    others = xor_rand[:-1] & jnp.uint64(1)
     xor = jnp.concatenate([others, (bit ^ _xor_total(others))[None]])
     return SharedBit(arith, xor)
