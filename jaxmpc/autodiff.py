@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmpc import tensor
-from jaxmpc.protocols import arithmetic
+from jaxmpc.protocols import arithmetic, comparison
 from jaxmpc.tensor import SharedTensor
 
 Fwd = Callable[..., tuple[SharedTensor, Any]]
@@ -215,18 +215,19 @@ def mul_public(x: SharedTensor, c: float, key: jax.Array, *, trunc="dealer") -> 
 
 
 def _relu_fwd(key, x):
-    from jaxmpc.protocols import comparison
-
-    y, bit = comparison.relu(x, key)
-    return y, bit
+    return comparison.relu(x, key)  # (max(x, 0), bit [x > 0]) -- the bit is the residual
 
 
-def _relu_bwd(key, bit, ct, needs, *, trunc):
+def _relu_bwd(key, bit, ct, needs):
     """``dx = ct * [x > 0]`` with the bit kept from the forward pass: one Beaver
     mul by a 0/1 integer (no truncation, no second comparison)."""
-    return (arithmetic.mul(ct, bit, key, trunc=trunc),)
+    return (comparison.mul_bit(bit, ct, key),)
 
 
-def relu(x: SharedTensor, key: jax.Array, *, trunc="dealer") -> SharedTensor:
-    """Differentiable ReLU; the backward pass reuses the forward comparison bit."""
-    return secure_op(_relu_fwd, functools.partial(_relu_bwd, trunc=trunc))(key, x)
+def relu(x: SharedTensor, key: jax.Array) -> SharedTensor:
+    """Differentiable ReLU; the backward pass reuses the forward comparison bit.
+
+    Forward: ``ltz`` + one Beaver mul by the bit; backward: one Beaver mul.
+    Exact (no truncation).
+    """
+    return secure_op(_relu_fwd, _relu_bwd)(key, x)

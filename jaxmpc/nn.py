@@ -90,7 +90,7 @@ def mlp(
         k_lin, k_act = jax.random.split(jax.random.fold_in(key, i))
         h = ad.matmul(h, layer["w"], k_lin, trunc=trunc) + layer["b"]
         if i < len(params) - 1:
-            h = ad.relu(h, k_act, trunc=trunc) if activation == "relu" else ad.square(h, k_act, trunc=trunc)
+            h = ad.relu(h, k_act) if activation == "relu" else ad.square(h, k_act, trunc=trunc)
     return h
 
 
