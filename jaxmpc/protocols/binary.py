@@ -23,6 +23,7 @@ shares alike. The same circuit then runs
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Sequence
 
 import jax
@@ -199,8 +200,15 @@ def and_layer_shapes(circuit: Callable, *args: Any) -> tuple[tuple[int, ...], ..
 def circuit_triples(key: jax.Array, n_parties: int, circuit: Callable, *args: Any) -> tuple[dealer.Triple, ...]:
     """The dealer's AND triples for every AND layer of ``circuit`` on words like ``args``."""
     shapes = and_layer_shapes(circuit, *args)
-    keys = jax.random.split(key, max(len(shapes), 1))
-    return tuple(dealer.and_triple(k, n_parties, s) for k, s in zip(keys, shapes))
+    sizes = [math.prod(s) for s in shapes]
+    # One flat triple, cut into layers: the same correlation, and one PRNG
+    # expansion instead of one per layer (XLA compiles each expansion anew).
+    flat = dealer.and_triple(key, n_parties, (sum(sizes),))
+    ends = [sum(sizes[: i + 1]) for i in range(len(sizes))]
+    return tuple(
+        dealer.Triple(*(w[:, e - z : e].reshape((n_parties,) + s) for w in flat))
+        for s, z, e in zip(shapes, sizes, ends)
+    )
 
 
 def run_local(circuit: Callable, triples: Sequence[dealer.Triple], *args: Any) -> Any:
