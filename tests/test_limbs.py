@@ -1,0 +1,208 @@
+"""The float64-limb matrix product must agree bit for bit with XLA's uint64 dot."""
+
+from __future__ import annotations
+
+import functools
+
+import hypothesis.extra.numpy as hnp
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jaxmpc import limbs, ring
+
+U64_MAX = 2**64 - 1
+EDGES = [0, 1, 2**63, U64_MAX, 2**63 - 1]
+#: Drives every limb to its most negative value: the largest float64 partial sums.
+WORST = (-limbs._BIAS) % 2**64
+K_MAX = limbs.MAX_CHUNK_K
+
+
+@functools.cache
+def _jitted(fn):
+    return jax.jit(fn)
+
+
+def limb_product(a, b):
+    return _jitted(limbs.matmul_limbs)(a, b)
+
+
+def reference(a, b):
+    return _jitted(ring.matmul_reference)(a, b)
+
+
+def u64(x) -> jax.Array:
+    return jnp.asarray(np.asarray(x, dtype=np.uint64))
+
+
+def rand(seed: int, shape) -> jax.Array:
+    rng = np.random.default_rng(seed)
+    return u64(rng.integers(0, 2**64, size=tuple(shape), dtype=np.uint64))
+
+
+def full(value: int, shape) -> jax.Array:
+    return jnp.full(shape, np.uint64(value), dtype=jnp.uint64)
+
+
+def assert_same(x: jax.Array, y: jax.Array) -> None:
+    assert x.dtype == jnp.uint64 and y.dtype == jnp.uint64
+    assert x.shape == y.shape
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+elements = st.one_of(st.integers(0, U64_MAX), st.sampled_from(EDGES + [WORST]))
+dims = st.integers(1, 6)
+
+
+@st.composite
+def operands(draw, max_k: int = 40):
+    m, k, n = draw(dims), draw(st.integers(1, max_k)), draw(dims)
+    a = draw(hnp.arrays(np.uint64, (m, k), elements=elements))
+    b = draw(hnp.arrays(np.uint64, (k, n), elements=elements))
+    return u64(a), u64(b)
+
+
+# --- the decomposition and its bound --------------------------------------
+
+
+def test_bound_constant_is_the_largest_exact_chunk():
+    assert K_MAX == 910
+    assert K_MAX * 9 * 2**40 <= 2**53 < (K_MAX + 1) * 9 * 2**40
+
+
+@pytest.mark.parametrize("value", EDGES + [WORST, WORST + 1, 2**43, 2**22 - 1])
+def test_split_reconstructs_and_stays_in_range(value):
+    d0, d1, d2 = (np.asarray(d).astype(np.int64) for d in limbs._split(full(value, (1,))))
+    assert -(2**21) <= d0[0] < 2**21 and -(2**20) <= d1[0] < 2**20 and -(2**20) <= d2[0] < 2**20
+    assert (int(d0[0]) + (int(d1[0]) << 22) + (int(d2[0]) << 43)) % 2**64 == value
+
+
+# --- bit-exactness against the uint64 dot ----------------------------------
+
+
+@settings(max_examples=25)
+@given(operands())
+def test_limbs_match_reference_small(ab):
+    a, b = ab
+    assert_same(limb_product(a, b), reference(a, b))
+
+
+@settings(max_examples=10)
+@given(st.integers(0, 2**31), st.integers(1, 3), st.integers(1, 3), st.sampled_from([1, 2, 7]))
+def test_limbs_match_reference_uniform(seed, m, n, k):
+    a, b = rand(seed, (m, k)), rand(seed + 1, (k, n))
+    assert_same(limb_product(a, b), reference(a, b))
+
+
+@pytest.mark.parametrize("va", EDGES + [WORST])
+@pytest.mark.parametrize("vb", EDGES + [WORST])
+def test_whole_edge_matrices(va, vb):
+    a, b = full(va, (3, 17)), full(vb, (17, 2))
+    assert_same(limb_product(a, b), reference(a, b))
+
+
+@pytest.mark.parametrize("k", [1, K_MAX - 1, K_MAX, K_MAX + 1, 2 * K_MAX + 1])
+@pytest.mark.parametrize("fill", ["worst", "max", "uniform"])
+def test_contraction_at_and_above_the_chunk_bound(k, fill):
+    """K = MAX_CHUNK_K is the largest single chunk; K above it must chunk."""
+    if fill == "worst":  # every float64 partial sum at its largest magnitude
+        a, b = full(WORST, (2, k)), full(WORST, (k, 3))
+    elif fill == "max":
+        a, b = full(U64_MAX, (2, k)), full(2**63, (k, 3))
+    else:
+        a, b = rand(k, (2, k)), rand(k + 1, (k, 3))
+    assert_same(limb_product(a, b), reference(a, b))
+
+
+def test_reference_network_layer():
+    a, b = rand(7, (64, 784)), rand(8, (784, 128))
+    expected = reference(a, b)
+    assert_same(limb_product(a, b), expected)
+    assert_same(_jitted(limbs.matmul)(a, b), expected)
+    assert_same(_jitted(ring.matmul)(a, b), expected)
+
+
+def test_worst_case_large_contraction():
+    a, b = full(WORST, (4, 3000)), full(WORST, (3000, 5))
+    assert_same(limb_product(a, b), reference(a, b))
+
+
+# --- shapes, dispatch, transformations ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sa,sb",
+    [
+        ((2, 3, 4, 9), (9, 5)),  # batch dims on a only
+        ((3, 4, 9), (3, 9, 5)),  # equal batch dims
+        ((2, 1, 4, 9), (3, 9, 5)),  # broadcast batch dims
+        ((9,), (9, 5)),  # 1-D operands, as jnp.matmul
+        ((4, 9), (9,)),
+        ((9,), (9,)),
+        ((2, 4, 0), (0, 3)),  # empty contraction
+    ],
+)
+def test_batched_and_vector_shapes(sa, sb):
+    a, b = rand(1, sa), rand(2, sb)
+    expected = reference(a, b)
+    assert_same(limb_product(a, b), expected)
+    assert_same(_jitted(limbs.matmul)(a, b), expected)
+
+
+def test_batched_above_chunk_bound():
+    a, b = rand(3, (2, 3, K_MAX + 5)), rand(4, (2, K_MAX + 5, 4))
+    assert_same(limb_product(a, b), reference(a, b))
+
+
+def test_dispatch_rule():
+    assert limbs.use_limbs((64, 784), (784, 128))
+    assert limbs.use_limbs((784, 64), (64, 128))
+    assert limbs.use_limbs((2, 2, 784), (784, 128))  # batch folds into rows
+    assert not limbs.use_limbs((64, 64), (64, 10))
+    assert not limbs.use_limbs((64, 10), (10, 64))
+    assert not limbs.use_limbs((1, 784), (784, 128))
+    assert not limbs.use_limbs((784,), (784, 128))
+    assert not limbs.use_limbs((64, 784), (784, 10))
+    assert not limbs.use_limbs((64, 4096), (4096,))
+
+
+@pytest.mark.parametrize("shape,limb_path", [((64, 64, 10), False), ((8, 128, 64), True)])
+def test_matmul_both_paths_exact(shape, limb_path):
+    m, k, n = shape
+    a, b = rand(m, (m, k)), rand(n, (k, n))
+    assert limbs.use_limbs(a.shape, b.shape) == limb_path
+    assert_same(_jitted(limbs.matmul)(a, b), reference(a, b))
+
+
+def test_jit_equals_eager():
+    a, b = rand(5, (6, 70)), rand(6, (70, 64))  # limb path under the rule
+    assert limbs.use_limbs(a.shape, b.shape)
+    eager = limbs.matmul(a, b)
+    assert_same(jax.jit(limbs.matmul)(a, b), eager)
+    assert_same(jax.jit(limbs.matmul_limbs)(a, b), limbs.matmul_limbs(a, b))
+    assert_same(eager, reference(a, b))
+
+
+def test_vmap_over_parties():
+    a, b = rand(9, (3, 5, 70)), rand(10, (3, 70, 64))
+    expected = jnp.stack([reference(a[i], b[i]) for i in range(3)])
+    got = jax.jit(jax.vmap(limbs.matmul, axis_name="party"))(a, b)
+    assert_same(got, expected)
+    got = jax.jit(jax.vmap(limbs.matmul_limbs, in_axes=(0, None), axis_name="party"))(a, b[0])
+    assert_same(got, jnp.stack([reference(a[i], b[0]) for i in range(3)]))
+
+    def opened(x, y):  # party-local products summed across the named axis
+        return jax.lax.psum(limbs.matmul_limbs(x, y), "party")
+
+    total = jax.jit(jax.vmap(opened, axis_name="party"))(a, b)
+    assert_same(total[0], expected[0] + expected[1] + expected[2])
+
+
+def test_rejects_non_ring_dtypes():
+    with pytest.raises(TypeError, match="uint64"):
+        limbs.matmul(jnp.ones((2, 2), jnp.int64), jnp.ones((2, 2), jnp.uint64))
+    with pytest.raises(TypeError, match="uint64"):
+        limbs.matmul_limbs(jnp.ones((2, 2), jnp.float64), jnp.ones((2, 2), jnp.float64))
