@@ -21,6 +21,8 @@ function           invariant                                      used by
 =================  ============================================  ==============
 beaver_triple      ``sum c = B(sum a, sum b)`` for bilinear ``B``  mul, matmul,
                                                                   conv [Beaver91]
+beaver_trunc_...   ``sum c = B(sum a, sum b) - r``,                mul/matmul with
+                   ``sum s = r >>_arith f``                        dealer truncation
 square_pair        ``sum c = (sum a)**2``                          square
 trunc_pair         ``sum s = (sum r) >>_arith f``                  truncate [ABY3]
 and_triple         ``^c = (^a) & (^b)`` bitwise on 64-bit words    and_bb
@@ -53,6 +55,15 @@ class Triple(NamedTuple):
     a: jax.Array
     b: jax.Array
     c: jax.Array
+
+
+class TruncTriple(NamedTuple):
+    """Shares of ``(a, b, c)`` with ``c = B(a, b) - r``, and of ``r >>_arith f``."""
+
+    a: jax.Array
+    b: jax.Array
+    c: jax.Array
+    r_shifted: jax.Array
 
 
 class TruncPair(NamedTuple):
@@ -120,6 +131,31 @@ def beaver_triple(
     a, b, c_rand = _party_randomness(key, n_parties, a_shape, b_shape, c_shape)
     c = _correct_last(c_rand[:-1], bilinear(_total(a), _total(b)))
     return Triple(a, b, c)
+
+
+def beaver_trunc_triple(
+    key: jax.Array,
+    n_parties: int,
+    a_shape: Sequence[int],
+    b_shape: Sequence[int],
+    bilinear: ring.Bilinear,
+    bits: int,
+) -> TruncTriple:
+    """A Beaver triple whose product is pre-masked for truncation.
+
+    ``c = bilinear(a, b) - r`` and ``r_shifted = r >>_arith bits`` for a
+    uniform ``r``: the parties' Beaver output then sums to ``B(x, y) - r``,
+    which they open and shift. Compared with a triple plus a separate
+    truncation pair, ``r`` itself is never dealt: ``n*(|a|+|b|+2|c|)`` words.
+    """
+    a_shape, b_shape = tuple(a_shape), tuple(b_shape)
+    c_shape = jax.eval_shape(bilinear, jax.ShapeDtypeStruct(a_shape, ring.RING_DTYPE),
+                             jax.ShapeDtypeStruct(b_shape, ring.RING_DTYPE)).shape
+    k_r, k_shares = jax.random.split(key)
+    r = ring.random_ring(k_r, c_shape)
+    a, b, c_rand, s_rand = _party_randomness(k_shares, n_parties, a_shape, b_shape, c_shape, c_shape)
+    c = _correct_last(c_rand[:-1], bilinear(_total(a), _total(b)) - r)
+    return TruncTriple(a, b, c, _correct_last(s_rand[:-1], ring.arith_shift_right(r, bits)))
 
 
 def square_pair(key: jax.Array, n_parties: int, shape: Sequence[int]) -> tuple[jax.Array, jax.Array]:
