@@ -1,0 +1,167 @@
+"""Comparisons on shares: exact against int64 arithmetic over the whole valid range."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jaxmpc import cost, ring, tensor
+from jaxmpc.protocols import comparison as C
+
+PARTIES = (2, 3, 5)
+LTZ_ROUNDS = {2: 8, 3: 9, 5: 11}
+F = 16
+LIMIT = 2**62  # raw encodings satisfy |x| < 2**(62-f) * 2**f
+EDGES = [0, 1, -1, LIMIT - 1, -(LIMIT - 1), 2**F, -(2**F), LIMIT // 2]
+N_VALUES = 16
+
+
+def raw_values(seed):
+    """Raw int64 encodings: the edge values, then uniform over (-2**62, 2**62)."""
+    rng = np.random.default_rng(seed)
+    out = rng.integers(-(LIMIT - 1), LIMIT, size=N_VALUES, dtype=np.int64)
+    out[: len(EDGES)] = np.roll(np.array(EDGES, np.int64), seed)
+    return out
+
+
+def shared(raw, n, seed=0, frac_bits=F):
+    return tensor.SharedTensor(tensor.split(jax.random.key(seed), ring.from_signed(raw), n), frac_bits)
+
+
+def opened(x):
+    return np.asarray(ring.to_signed(jnp.sum(x.shares, axis=0, dtype=jnp.uint64)))
+
+
+def key(i=0):
+    return jax.random.key(i)
+
+
+@pytest.mark.parametrize("n", PARTIES)
+def test_ltz_and_eqz_exact_over_the_range(n):
+    raw = raw_values(n)
+    raw[-2:] = 0  # make eqz see several zeros
+    x = shared(raw, n)
+    b = C.ltz(x, key(1))
+    assert b.frac_bits == 0 and b.shape == raw.shape
+    np.testing.assert_array_equal(opened(b), (raw < 0).astype(np.int64))
+    np.testing.assert_array_equal(opened(C.eqz(x, key(2))), (raw == 0).astype(np.int64))
+    c = cost.cost_of(C.ltz, x, key(1))
+    assert c.rounds == LTZ_ROUNDS[n] and (n != 2 or c.rounds <= 8)
+    d = LTZ_ROUNDS[n] - 8  # carry-save layers
+    assert c.bytes_per_party == (2 * (d + 7) + 1) * (n - 1) * 8 * N_VALUES
+    assert all(o.masked for o in c.openings)
+    assert cost.cost_of(C.eqz, x, key(2)).rounds == LTZ_ROUNDS[n] - 1
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_pairwise_comparisons_shared_and_public(n):
+    a, b = raw_values(10), raw_values(11)
+    b[::3] = a[::3]  # ties
+    x, y = shared(a, n, 1), shared(b, n, 2)
+    expect = {"lt": a < b, "gt": a > b, "le": a <= b, "ge": a >= b, "eq": a == b, "ne": a != b}
+    for i, (name, want) in enumerate(expect.items()):
+        np.testing.assert_array_equal(opened(getattr(C, name)(x, y, key(i))), want.astype(np.int64), name)
+    # public operand on either side, exactly representable, with ties
+    pub = np.array([0.0, 2.0**-F, -(2.0**-F), 1.5, -3.25, 2.0**40, -(2.0**40), 7.0] * 2)
+    c = (pub * 2**F).astype(np.int64) + np.array([0, 1, -1] * 5 + [0], np.int64)
+    z = shared(c, n, 3)
+    craw = (pub * 2**F).astype(np.int64)
+    np.testing.assert_array_equal(opened(C.lt(z, pub, key(7))), (c < craw).astype(np.int64))
+    np.testing.assert_array_equal(opened(C.le(pub, z, key(8))), (craw <= c).astype(np.int64))
+    np.testing.assert_array_equal(opened(C.eq(z, pub, key(9))), (c == craw).astype(np.int64))
+    with pytest.raises(TypeError):
+        C.lt(1.0, 2.0, key(0))
+
+
+def test_sign_abs_relu_maximum_minimum_exact():
+    a, b = raw_values(20), raw_values(21)
+    b[::4] = a[::4]
+    x, y = shared(a, 2, 1), shared(b, 2, 2)
+    np.testing.assert_array_equal(opened(C.sign(x, key(1))), np.where(a < 0, -1, 1))
+    np.testing.assert_array_equal(opened(C.abs(x, key(2))), np.abs(a))
+    r, bit = C.relu(x, key(3))
+    assert r.frac_bits == F and bit.frac_bits == 0
+    np.testing.assert_array_equal(opened(r), np.maximum(a, 0))
+    np.testing.assert_array_equal(opened(bit), (a > 0).astype(np.int64))  # drelu(0) = 0
+    np.testing.assert_array_equal(opened(C.drelu(x, key(3))), (a > 0).astype(np.int64))
+    np.testing.assert_array_equal(opened(C.mul_bit(bit, y, key(4))), np.where(a > 0, b, 0))
+    np.testing.assert_array_equal(opened(C.maximum(x, y, key(5))), np.maximum(a, b))
+    np.testing.assert_array_equal(opened(C.minimum(x, y, key(6))), np.minimum(a, b))
+    np.testing.assert_array_equal(opened(C.maximum(x, 0.0, key(7))), np.maximum(a, 0))
+    ltz_rounds = cost.cost_of(C.ltz, x, key(0)).rounds
+    assert cost.cost_of(C.relu, x, key(3)).rounds == ltz_rounds + 1
+    with pytest.raises(ValueError, match="frac_bits=0"):
+        C.mul_bit(x, y, key(0))
+
+
+ROWS = np.array(
+    [[1.0, 3.0, 3.0, -1.0, 0.0], [5.0, 5.0, 5.0, 5.0, 5.0], [-1.0, -2.0, -3.0, -4.0, -0.5],
+     [-7e13, -7e13, 2.0**-16, 2.0**-16, 7e13]]
+)
+
+
+@pytest.mark.parametrize("n,k", [(2, 5), (3, 4), (5, 2)])  # 5 values are padded to 8
+def test_max_argmax_ties_lowest_index(n, k):
+    rows = ROWS[:, :k]
+    x = tensor.share(rows, key(n), n)
+    want_idx = np.argmax(rows, axis=-1)  # numpy: first occurrence wins, as ours
+    val, onehot = jax.jit(C.max_argmax)(x, key(1))
+    assert onehot.frac_bits == 0 and onehot.shape == rows.shape and val.frac_bits == F
+    np.testing.assert_array_equal(opened(onehot), np.eye(k, dtype=np.int64)[want_idx])
+    np.testing.assert_array_equal(C.reveal_argmax(onehot), want_idx)
+    np.testing.assert_array_equal(tensor.reveal(val), rows.max(-1, keepdims=True))
+    c = cost.cost_of(C.reveal_argmax, onehot)
+    assert c.rounds == 1 and c.openings[0].shapes == ((rows.shape[0],),)  # only the index
+
+
+def test_max_and_argmax_along_axis_0():
+    rows = ROWS[:2, :3]  # two values per column, one tie
+    x = tensor.share(rows, key(0), 2)
+    mx, oh = jax.jit(lambda x, k: (C.max(x, k, axis=0), C.argmax(x, k, axis=0)))(x, key(1))
+    np.testing.assert_array_equal(tensor.reveal(mx), rows.max(0))
+    np.testing.assert_array_equal(opened(oh), np.eye(2, dtype=np.int64)[np.argmax(rows, 0)].T)
+    np.testing.assert_array_equal(C.reveal_argmax(oh, axis=0), np.argmax(rows, 0))
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 8, 33])
+def test_argmax_rounds_are_logarithmic(k):
+    x = tensor.SharedTensor(jax.ShapeDtypeStruct((2, 3, k), jnp.uint64), F)
+    per_layer = LTZ_ROUNDS[2] + 1
+    assert cost.cost_of(C.argmax, x, key(0)).rounds == per_layer * math.ceil(math.log2(k))
+    assert cost.cost_of(C.max, x, key(0)).rounds <= per_layer * max(1, math.ceil(math.log2(k)))
+
+
+def test_argmax_of_one_value():
+    x = tensor.share(np.array([[2.5], [-1.0]]), key(0), 2)
+    np.testing.assert_array_equal(opened(C.argmax(x, key(1))), [[1], [1]])
+    np.testing.assert_array_equal(tensor.reveal(C.max(x, key(1))), [2.5, -1.0])
+
+
+def test_jit_equals_eager_and_vmap_over_batch():
+    raw = raw_values(30)
+    x = shared(raw, 2)
+    eager = C.relu(x, key(1))
+    jitted = jax.jit(C.relu)(x, key(1))
+    for e, j in zip(eager, jitted):
+        np.testing.assert_array_equal(e.shares, j.shares)
+    batch = tensor.SharedTensor(jnp.stack([x.shares, (-x).shares]), F)  # (batch, n, ...)
+    keys = jax.random.split(key(2), 2)
+    r, bit = jax.jit(jax.vmap(C.relu))(batch, keys)
+    assert r.shares.shape == (2, 2, N_VALUES)
+    for i, sgn in enumerate((1, -1)):
+        np.testing.assert_array_equal(opened(tensor.SharedTensor(r.shares[i], F)), np.maximum(sgn * raw, 0))
+        np.testing.assert_array_equal(opened(tensor.SharedTensor(bit.shares[i], 0)), sgn * raw > 0)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.tuples(st.integers(-(LIMIT - 1), LIMIT - 1), st.integers(-(LIMIT - 1), LIMIT - 1)),
+                min_size=N_VALUES, max_size=N_VALUES), st.integers(0, 2**31 - 1))
+def test_lt_property(pairs, seed):
+    a = np.array([p[0] for p in pairs], np.int64)
+    b = np.array([p[1] for p in pairs], np.int64)
+    got = C.lt(shared(a, 2, seed), shared(b, 2, seed + 1), key(seed))
+    np.testing.assert_array_equal(opened(got), (a < b).astype(np.int64))
