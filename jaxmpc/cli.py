@@ -122,30 +122,18 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from jaxmpc import bench, distributed  # each adds its own subcommand
+
     parser = argparse.ArgumentParser(prog="jaxmpc", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_train(sub)
-    for extra in _EXTRA_COMMANDS:
-        extra(sub)
+    for module in (bench, distributed):
+        module.add_parser(sub)
     return parser
 
 
-_EXTRA_COMMANDS: list = []  # filled below by the bench and launch modules' add_parser hooks
-
-
-def _register_extras() -> None:
-    for module in ("jaxmpc.bench", "jaxmpc.distributed"):
-        try:
-            mod = __import__(module, fromlist=["add_parser"])
-        except ImportError:
-            continue
-        if hasattr(mod, "add_parser"):
-            _EXTRA_COMMANDS.append(mod.add_parser)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _register_extras()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

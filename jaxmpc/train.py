@@ -18,6 +18,7 @@ import dataclasses
 import statistics
 import sys
 import time
+import zipfile
 from typing import Any, Callable
 
 import jax
@@ -227,7 +228,7 @@ def train_plaintext(config: TrainConfig, params: nn.Params, xb, yb, xt, yt) -> d
             p, s, v = jax.block_until_ready(step(p, s, xb[i], yb[i]))
             times.append(time.perf_counter() - t0)
     pred = jnp.argmax(nn.mlp_plain(p, jnp.asarray(xt), activation=config.activation), axis=-1)
-    correct = int(jnp.sum(pred == jnp.asarray(yt)))
+    correct = int(jnp.sum(pred == jnp.asarray(yt).astype(pred.dtype)))
     return {
         "plaintext_test_accuracy": correct / len(yt),
         "plaintext_correct": correct,
@@ -357,7 +358,7 @@ def load_params(path: str) -> nn.Params:
     try:
         with np.load(path) as f:
             files = dict(f)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"cannot read model file {path!r}: {e}") from None
     layers: dict[int, dict[str, np.ndarray]] = {}
     for name, arr in files.items():
@@ -374,4 +375,4 @@ def accuracy_plain(params: nn.Params, x: np.ndarray, y: np.ndarray, activation: 
     """Plaintext accuracy of decrypted parameters on normalised inputs."""
     p = jax.tree.map(jnp.asarray, params)
     pred = jnp.argmax(nn.mlp_plain(p, jnp.asarray(x), activation=activation), axis=-1)
-    return float(jnp.mean(pred == jnp.asarray(y)))
+    return float(jnp.mean(pred == jnp.asarray(y).astype(pred.dtype)))
