@@ -28,7 +28,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from jaxmpc import tensor
+from jaxmpc import ring, tensor
 from jaxmpc.protocols import arithmetic, comparison
 from jaxmpc.tensor import SharedTensor
 
@@ -134,48 +134,59 @@ def value_and_grad(
 
 
 def _matmul_fwd(key, x, w, *, trunc):
-    return arithmetic.matmul(x, w, key, trunc=trunc), (x, w)
+    z, masks = arithmetic.bilinear_ss(x, w, key, ring.matmul, trunc=trunc, keep_masks=True)
+    return z, (masks, x.frac_bits, w.frac_bits)
 
 
 def _matmul_bwd(key, res, ct, needs, *, trunc):
-    """``dx = ct @ w^T``, ``dw = x^T @ ct``: two secure matmuls (only those needed)."""
-    x, w = res
-    kx, kw = jax.random.split(key)
-    dx = arithmetic.matmul(ct, w.T, kx, trunc=trunc) if needs[0] else None
-    dw = arithmetic.matmul(x.T, ct, kw, trunc=trunc) if needs[1] else None
-    return dx, dw
+    """``dx = ct @ w^T``, ``dw = x^T @ ct`` (only those needed), reusing the
+    forward masks: one opening of ``ct - m``, one round of truncation."""
+    masks, fx, fw = res
+    return arithmetic.bilinear_transpose_ss(
+        ct, masks, key,
+        (lambda c, y: ring.matmul(c, jnp.swapaxes(y, -1, -2))) if needs[0] else None,
+        (lambda x, c: ring.matmul(jnp.swapaxes(x, -1, -2), c)) if needs[1] else None,
+        x_frac=fx, y_frac=fw, trunc=trunc,
+    )
 
 
 def matmul(x: SharedTensor, w: SharedTensor, key: jax.Array, *, trunc="dealer") -> SharedTensor:
-    """Differentiable ``x @ w`` (2-D): Beaver matmul forward, two Beaver matmuls backward."""
+    """Differentiable ``x @ w`` (2-D): Beaver matmul forward; backward reuses
+    its masks (:func:`jaxmpc.protocols.arithmetic.bilinear_transpose_ss`)."""
+    if x.ndim != 2 or w.ndim != 2:
+        raise ValueError(f"matmul takes 2-D operands, got shapes {x.shape} and {w.shape}")
     return secure_op(
         functools.partial(_matmul_fwd, trunc=trunc), functools.partial(_matmul_bwd, trunc=trunc)
     )(key, x, w)
 
 
-def _mul_fwd(key, x, y, *, trunc):
-    return arithmetic.mul(x, y, key, trunc=trunc), (x, y)
-
-
-def _unbroadcast(g: SharedTensor, shape: tuple[int, ...]) -> SharedTensor:
-    extra = g.ndim - len(shape)
+def _sum_to_shape(z: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Sum a (per-party) ring array over the axes that broadcasting added to ``shape``."""
+    extra = z.ndim - len(shape)
     if extra:
-        g = g.sum(tuple(range(extra)))
-    axes = tuple(i for i, (a, b) in enumerate(zip(g.shape, shape)) if b == 1 and a != 1)
-    return g.sum(axes, keepdims=True) if axes else g
+        z = jnp.sum(z, axis=tuple(range(extra)), dtype=z.dtype)
+    axes = tuple(i for i, (a, b) in enumerate(zip(z.shape, shape)) if b == 1 and a != 1)
+    return jnp.sum(z, axis=axes, keepdims=True, dtype=z.dtype) if axes else z
+
+
+def _mul_fwd(key, x, y, *, trunc):
+    z, masks = arithmetic.bilinear_ss(x, y, key, ring.mul, trunc=trunc, keep_masks=True)
+    return z, (masks, x.shape, y.shape, x.frac_bits, y.frac_bits)
 
 
 def _mul_bwd(key, res, ct, needs, *, trunc):
-    """``dx = ct * y``, ``dy = ct * x`` (Beaver), summed over broadcast axes."""
-    x, y = res
-    kx, ky = jax.random.split(key)
-    dx = _unbroadcast(arithmetic.mul(ct, y, kx, trunc=trunc), x.shape) if needs[0] else None
-    dy = _unbroadcast(arithmetic.mul(ct, x, ky, trunc=trunc), y.shape) if needs[1] else None
-    return dx, dy
+    """``dx = ct * y``, ``dy = ct * x``, summed over broadcast axes, reusing the forward masks."""
+    masks, xs, ys, fx, fy = res
+    return arithmetic.bilinear_transpose_ss(
+        ct, masks, key,
+        (lambda c, y: _sum_to_shape(c * y, xs)) if needs[0] else None,
+        (lambda x, c: _sum_to_shape(x * c, ys)) if needs[1] else None,
+        x_frac=fx, y_frac=fy, trunc=trunc,
+    )
 
 
 def mul(x: SharedTensor, y: SharedTensor, key: jax.Array, *, trunc="dealer") -> SharedTensor:
-    """Differentiable elementwise ``x * y`` of secrets."""
+    """Differentiable elementwise ``x * y`` of secrets (broadcasting)."""
     return secure_op(
         functools.partial(_mul_fwd, trunc=trunc), functools.partial(_mul_bwd, trunc=trunc)
     )(key, x, y)

@@ -158,6 +158,69 @@ def beaver_trunc_triple(
     return TruncTriple(a, b, c, _correct_last(s_rand[:-1], ring.arith_shift_right(r, bits)))
 
 
+class TransposeTriples(NamedTuple):
+    """Correlations for the backward pass of a Beaver product, reusing its masks.
+
+    ``m`` masks the cotangent; ``c_x = Bx(m, b) - r_x``, ``c_y = By(a, m) - r_y``
+    with ``s_* = r_* >> bits_*`` (``r = 0`` and ``s = None`` where no
+    truncation is fused). Entries not needed are None.
+    """
+
+    m: jax.Array
+    c_x: jax.Array | None
+    s_x: jax.Array | None
+    c_y: jax.Array | None
+    s_y: jax.Array | None
+
+
+def beaver_transpose_triples(
+    key: jax.Array,
+    a: jax.Array,
+    b: jax.Array,
+    m_shape: Sequence[int],
+    bx: ring.Bilinear | None,
+    by: ring.Bilinear | None,
+    bits_x: int,
+    bits_y: int,
+) -> TransposeTriples:
+    """Triples for ``Bx(ct, y)`` and ``By(x, ct)`` that reuse the forward masks ``a``, ``b``.
+
+    The dealer dealt ``a`` and ``b`` for the forward product and remembers
+    them (here: their stacked shares are passed back in). Only the
+    cotangent's mask ``m`` is fresh, so the backward pass opens ``ct - m``
+    alone. Invariants: ``sum c_x = Bx(m, b) - r_x``, ``sum s_x = r_x >> bits_x``
+    (likewise for y). Words: ``n*(|m| + 2|dx| + 2|dy|)`` at most.
+    """
+    n = a.shape[0]
+    a_tot, b_tot = _total(a), _total(b)
+    spec = lambda arr: jax.ShapeDtypeStruct(arr.shape, ring.RING_DTYPE)  # noqa: E731
+    m_spec = jax.ShapeDtypeStruct(tuple(m_shape), ring.RING_DTYPE)
+    x_shape = jax.eval_shape(bx, m_spec, spec(b_tot)).shape if bx else ()
+    y_shape = jax.eval_shape(by, spec(a_tot), m_spec).shape if by else ()
+    k_r, k_shares = jax.random.split(key)
+    kx, ky = jax.random.split(k_r)
+    m, cx_rand, sx_rand, cy_rand, sy_rand = _party_randomness(
+        k_shares, n, m_shape, x_shape, x_shape, y_shape, y_shape
+    )
+    m_tot = _total(m)
+
+    def deal(product, bits, c_rand, s_rand, k):
+        if bits == 0:
+            return _correct_last(c_rand[:-1], product), None
+        r = ring.random_ring(k, product.shape)
+        return (
+            _correct_last(c_rand[:-1], product - r),
+            _correct_last(s_rand[:-1], ring.arith_shift_right(r, bits)),
+        )
+
+    c_x = s_x = c_y = s_y = None
+    if bx is not None:
+        c_x, s_x = deal(bx(m_tot, b_tot), bits_x, cx_rand, sx_rand, kx)
+    if by is not None:
+        c_y, s_y = deal(by(a_tot, m_tot), bits_y, cy_rand, sy_rand, ky)
+    return TransposeTriples(m, c_x, s_x, c_y, s_y)
+
+
 def square_pair(key: jax.Array, n_parties: int, shape: Sequence[int]) -> tuple[jax.Array, jax.Array]:
     """Shares of ``(a, a*a)``: half a triple, for squaring."""
     a, c_rand = _party_randomness(key, n_parties, shape, shape)

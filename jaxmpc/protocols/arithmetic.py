@@ -8,7 +8,7 @@ secret (``s``) or public (``p``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,21 +24,30 @@ TRUNC_METHODS = ("dealer", "local")
 # ----------------------------------------------------------------- SPMD cores
 
 
+def beaver_opened_local(
+    e: jax.Array, f: jax.Array, a: jax.Array, b: jax.Array, c: jax.Array, bilinear: ring.Bilinear
+) -> jax.Array:
+    """The local half of Beaver's protocol, once ``e = x - a`` and ``f = y - b`` are open.
+
+    ``z_i = c_i + B(e, b_i + [i = 0] f) + B(a_i, f)``, since
+    ``B(x, y) = B(a, b) + B(e, b) + B(a, f) + B(e, f)``. No communication.
+    """
+    lead = jnp.where(spmd.is_party(0), f, jnp.zeros_like(f))
+    return c + bilinear(e, b + lead) + bilinear(a, f)
+
+
 def beaver_local(
     x: jax.Array, y: jax.Array, a: jax.Array, b: jax.Array, c: jax.Array, bilinear: ring.Bilinear
 ) -> jax.Array:
     """One party's share of ``B(x, y)`` for a bilinear ``B`` [Beaver91].
 
     Steps: open ``e = x - a`` and ``f = y - b`` together (one round), then
-    ``z_i = c_i + B(e, b_i + [i = 0] f) + B(a_i, f)``, since
-    ``B(x, y) = B(a, b) + B(e, b) + B(a, f) + B(e, f)``.
-    Opened: ``e`` and ``f``, uniform because ``a``, ``b`` are.
-    Cost: 1 round; ``(n-1) * 8 * (|x| + |y|)`` bytes per party — the operand
-    sizes, not the product's.
+    :func:`beaver_opened_local`. Opened: ``e`` and ``f``, uniform because
+    ``a``, ``b`` are. Cost: 1 round; ``(n-1) * 8 * (|x| + |y|)`` bytes per
+    party -- the operand sizes, not the product's.
     """
     e, f = spmd.open_sum((x - a, y - b), what="beaver")
-    lead = jnp.where(spmd.is_party(0), f, jnp.zeros_like(f))
-    return c + bilinear(e, b + lead) + bilinear(a, f)
+    return beaver_opened_local(e, f, a, b, c, bilinear)
 
 
 def beaver_trunc_local(
@@ -150,6 +159,17 @@ def truncate(
     return SharedTensor(out, x.frac_bits - bits)
 
 
+class BeaverMasks(NamedTuple):
+    """What the parties keep from a Beaver product for its backward pass:
+    their shares of the masks ``a``, ``b`` and the opened ``e = x - a``,
+    ``f = y - b`` (identical at every party), all stacked on the party axis."""
+
+    a: jax.Array
+    b: jax.Array
+    e: jax.Array
+    f: jax.Array
+
+
 def bilinear_ss(
     x: SharedTensor,
     y: SharedTensor,
@@ -158,13 +178,16 @@ def bilinear_ss(
     *,
     trunc: TruncMethod = "dealer",
     fused: bool = True,
-) -> SharedTensor:
+    keep_masks: bool = False,
+):
     """``B(x, y)`` for secret ``x``, ``y`` and a bilinear ring map ``B``, then truncation.
 
     The product carries ``fx + fy`` fractional bits; ``min(fx, fy)`` are
     truncated so the result has ``max(fx, fy)``. Cost: 1 round (Beaver) plus
     1 round for a dealer truncation. With dealer truncation the two are fused
     (:func:`beaver_trunc_local`) unless ``fused=False``, the reference path.
+    With ``keep_masks`` also returns the :class:`BeaverMasks` that
+    :func:`bilinear_transpose_ss` reuses.
     """
     _require_ring(x)
     _require_ring(y)
@@ -173,17 +196,92 @@ def bilinear_ss(
     bits = min(x.frac_bits, y.frac_bits)
     if trunc not in TRUNC_METHODS:
         raise ValueError(f"unknown truncation method {trunc!r}; use one of {TRUNC_METHODS}")
+
+    def opened(xs, ys, a, b):
+        return spmd.open_sum((xs - a, ys - b), what="beaver")
+
     if fused and trunc == "dealer" and bits:
         t = dealer.beaver_trunc_triple(key, x.n_parties, x.shape, y.shape, bilinear, bits)
-        z = spmd.party_map(lambda *s: beaver_trunc_local(*s, bilinear, bits))(
-            x.shares, y.shares, t.a, t.b, t.c, t.r_shifted
+
+        def local(xs, ys, a, b, c, rs):
+            e, f = opened(xs, ys, a, b)
+            z = spmd.open_sum(beaver_opened_local(e, f, a, b, c, bilinear), what="trunc")
+            lead = jnp.where(spmd.is_party(0), ring.arith_shift_right(z, bits), jnp.zeros_like(z))
+            return rs + lead, e, f
+
+        z, e, f = spmd.party_map(local)(x.shares, y.shares, t.a, t.b, t.c, t.r_shifted)
+        out = SharedTensor(z, x.frac_bits + y.frac_bits - bits)
+    else:
+        k_triple, k_trunc = jax.random.split(key)
+        t = dealer.beaver_triple(k_triple, x.n_parties, x.shape, y.shape, bilinear)
+
+        def local(xs, ys, a, b, c):
+            e, f = opened(xs, ys, a, b)
+            return beaver_opened_local(e, f, a, b, c, bilinear), e, f
+
+        z, e, f = spmd.party_map(local)(x.shares, y.shares, t.a, t.b, t.c)
+        out = truncate(SharedTensor(z, x.frac_bits + y.frac_bits), k_trunc, bits, method=trunc)
+    return (out, BeaverMasks(t.a, t.b, e, f)) if keep_masks else out
+
+
+def bilinear_transpose_ss(
+    ct: SharedTensor,
+    masks: BeaverMasks,
+    key: jax.Array,
+    bx: ring.Bilinear | None,
+    by: ring.Bilinear | None,
+    *,
+    x_frac: int,
+    y_frac: int,
+    trunc: TruncMethod = "dealer",
+) -> tuple[SharedTensor | None, SharedTensor | None]:
+    """The backward pass of ``z = B(x, y)``: ``Bx(ct, y)`` and ``By(x, ct)``.
+
+    Reuses the forward masks (SecureML's trick): ``x = e + a`` and ``y = f + b``
+    are still masked by ``a``, ``b`` with ``e``, ``f`` already public, so only
+    ``g = ct - m`` is opened (1 round, ``(n-1)*8*|ct|`` bytes per party) and
+    each output is :func:`beaver_opened_local` with a dealer product
+    (:func:`jaxmpc.dealer.beaver_transpose_triples`); both truncations are
+    opened together (1 more round). Pass ``bx`` / ``by`` as None to skip an
+    output. E.g. matmul: ``Bx(c, y) = c @ y.T``, ``By(x, c) = x.T @ c``.
+    """
+    _require_ring(ct)
+    _check_key(key)
+    bits_x = min(ct.frac_bits, y_frac) if bx else 0
+    bits_y = min(x_frac, ct.frac_bits) if by else 0
+    fuse = trunc == "dealer"
+    t = dealer.beaver_transpose_triples(
+        key, masks.a, masks.b, ct.shape, bx, by, bits_x if fuse else 0, bits_y if fuse else 0
+    )
+    wanted = [(bx, bits_x, t.c_x, t.s_x, True), (by, bits_y, t.c_y, t.s_y, False)]
+    wanted = [w for w in wanted if w[0] is not None]
+
+    def local(ct_s, m, a, b, e, f, cs, ss):
+        g = spmd.open_sum(ct_s - m, what="beaver")
+        outs = [
+            beaver_opened_local(g, f, m, b, c, bil) if is_x else beaver_opened_local(e, g, a, m, c, bil)
+            for (bil, _, _, _, is_x), c in zip(wanted, cs)
+        ]
+        to_open = [i for i, w in enumerate(wanted) if w[1] and fuse]
+        if to_open:
+            opened = spmd.open_sum(tuple(outs[i] for i in to_open), what="trunc")
+            for i, z in zip(to_open, opened):
+                lead = jnp.where(spmd.is_party(0), ring.arith_shift_right(z, wanted[i][1]), jnp.zeros_like(z))
+                outs[i] = ss[i] + lead
+        return outs
+
+    cs = [w[2] for w in wanted]
+    ss = [w[3] if w[3] is not None else jnp.zeros_like(w[2]) for w in wanted]
+    outs = spmd.party_map(local)(ct.shares, t.m, masks.a, masks.b, masks.e, masks.f, cs, ss)
+    results = []
+    for (bil, bits, _, _, is_x), z in zip(wanted, outs):
+        frac = ct.frac_bits + (y_frac if is_x else x_frac)
+        out = SharedTensor(z, frac - bits) if fuse else truncate(
+            SharedTensor(z, frac), jax.random.fold_in(key, 7 + is_x), bits, method=trunc
         )
-        return SharedTensor(z, x.frac_bits + y.frac_bits - bits)
-    k_triple, k_trunc = jax.random.split(key)
-    t = dealer.beaver_triple(k_triple, x.n_parties, x.shape, y.shape, bilinear)
-    z = spmd.party_map(lambda *s: beaver_local(*s, bilinear))(x.shares, y.shares, t.a, t.b, t.c)
-    prod = SharedTensor(z, x.frac_bits + y.frac_bits)
-    return truncate(prod, k_trunc, bits, method=trunc)
+        results.append(out)
+    it = iter(results)
+    return (next(it) if bx else None, next(it) if by else None)
 
 
 def _check_factors(x: SharedTensor, y: SharedTensor) -> None:
