@@ -7,9 +7,9 @@ word are local; AND of two secrets (:func:`and_bb`) is Beaver's protocol over
 GF(2)^64 with a dealer AND triple: 1 round, 64 AND gates per word.
 
 Bit circuits are written once against ``and_fn`` / ``xor_fn`` arguments
-(secret AND, secret XOR); shifts and ANDs with public masks are plain ``<<``,
-``>>``, ``&``, which are linear and so act on plaintext words and on XOR
-shares alike. The same circuit then runs
+(secret AND, secret XOR); shifts and ANDs with public masks are plain
+``<<``, ``>>``, ``&``: linear, so they act on plaintext words and XOR shares
+alike. The same circuit then runs
 
 * on plaintext words with :func:`and_plain` / :func:`xor_plain` (tests), and
 * securely inside one :func:`jaxmpc.spmd.party_map`: :func:`circuit_triples`
@@ -29,13 +29,12 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxmpc import dealer, spmd
+from jaxmpc import dealer, spmd, tensor
 from jaxmpc.protocols.arithmetic import _check_key
 
 AndFn = Callable[[jax.Array, jax.Array], jax.Array]
 XorFn = Callable[[jax.Array, jax.Array], jax.Array]
 U64 = jnp.uint64
-WORD_BITS = 64
 
 
 @jax.tree_util.register_dataclass
@@ -52,9 +51,6 @@ class SharedBits:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.shares.shape[1:])
-
-    def __repr__(self) -> str:
-        return f"SharedBits(shape={self.shape}, n_parties={self.n_parties})"
 
     def __xor__(self, other: Any) -> "SharedBits":
         return xor_bb(self, other) if isinstance(other, SharedBits) else xor_bp(self, other)
@@ -82,7 +78,7 @@ class SharedBits:
 
 
 def _word(p: Any) -> jax.Array:
-    p = jnp.asarray(p)
+    p = jnp.asarray(p % 2**64, U64) if isinstance(p, int) else jnp.asarray(p)
     if p.dtype.kind not in "iub":
         raise TypeError(f"public words must be integers, got {p.dtype}")
     return p.astype(U64) if p.dtype != U64 else p
@@ -114,7 +110,7 @@ def and_bp(x: SharedBits, p: Any) -> SharedBits:
 
 def share_bits(words: Any, key: jax.Array, n_parties: int = 2) -> SharedBits:
     """XOR-share public/plaintext ``uint64`` words: ``n-1`` uniform shares and a correction."""
-    words = _word(words)
+    words, n_parties = _word(words), tensor._check_n_parties(n_parties)
     rand = jax.random.bits(key, (n_parties - 1,) + words.shape, U64)
     last = jax.lax.reduce(rand, U64(0), jax.lax.bitwise_xor, (0,)) ^ words
     return SharedBits(jnp.concatenate([rand, last[None]]))
@@ -162,8 +158,7 @@ class TripleFeed:
     """
 
     def __init__(self, triples: Sequence[dealer.Triple]):
-        self._triples = tuple(triples)
-        self._used = 0
+        self._triples, self._used = tuple(triples), 0
 
     def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
         if self._used >= len(self._triples):
@@ -197,7 +192,9 @@ def and_layer_shapes(circuit: Callable, *args: Any) -> tuple[tuple[int, ...], ..
     return tuple(shapes)
 
 
-def circuit_triples(key: jax.Array, n_parties: int, circuit: Callable, *args: Any) -> tuple[dealer.Triple, ...]:
+def circuit_triples(
+    key: jax.Array, n_parties: int, circuit: Callable, *args: Any
+) -> tuple[dealer.Triple, ...]:
     """The dealer's AND triples for every AND layer of ``circuit`` on words like ``args``."""
     shapes = and_layer_shapes(circuit, *args)
     sizes = [math.prod(s) for s in shapes]
@@ -212,7 +209,7 @@ def circuit_triples(key: jax.Array, n_parties: int, circuit: Callable, *args: An
 
 
 def run_local(circuit: Callable, triples: Sequence[dealer.Triple], *args: Any) -> Any:
-    """Run ``circuit`` on this party's XOR shares (inside ``party_map``) with a :class:`TripleFeed`."""
+    """Run ``circuit`` on this party's XOR shares (in ``party_map``), ANDs by a TripleFeed."""
     feed = TripleFeed(triples)
     out = circuit(*args, feed, xor_plain)
     feed.finish()
@@ -220,6 +217,7 @@ def run_local(circuit: Callable, triples: Sequence[dealer.Triple], *args: Any) -
 
 
 def words_like(shape: Sequence[int]) -> jax.ShapeDtypeStruct:
+    """An abstract ``uint64`` word array, for :func:`circuit_triples`."""
     return jax.ShapeDtypeStruct(tuple(shape), U64)
 
 
@@ -245,7 +243,7 @@ def and_bb(x: SharedBits, y: SharedBits, key: jax.Array) -> SharedBits:
 
 
 def kogge_stone_carries(g: jax.Array, p: jax.Array, and_fn: AndFn, xor_fn: XorFn) -> jax.Array:
-    """Prefix generate ``G_i`` (= carry out of bit ``i``) from bitwise ``g``, ``p`` [Kogge-Stone 1973].
+    """Prefix generate ``G_i`` (carry out of bit ``i``) from bitwise ``g``, ``p`` [Kogge-Stone73].
 
     Level ``s = 1, 2, ..., 32``: ``G ^= P & (G << s)``, ``P &= P << s``
     (``^`` is ``|`` since the two are disjoint). Needs ``p & g == 0``.
@@ -271,60 +269,3 @@ def csa_circuit(a: jax.Array, b: jax.Array, c: jax.Array, and_fn: AndFn, xor_fn:
     """
     maj = xor_fn(c, and_fn(xor_fn(a, c), xor_fn(b, c)))
     return xor_fn(xor_fn(a, b), c), maj << U64(1)
-
-
-def compress_circuit(words: Sequence[jax.Array], and_fn: AndFn, xor_fn: XorFn) -> list[jax.Array]:
-    """Wallace tree of carry-save adders: ``k >= 2`` words to 2 with the same sum mod 2**64.
-
-    Each layer compresses ``floor(k/3)`` groups at once (one AND layer); depth
-    about ``log_{3/2}(k/2)``: 0 for 2 words, 1 for 3, 2 for 4, 3 for 5 or 6.
-    """
-    words = list(words)
-    while len(words) > 2:
-        t = len(words) // 3
-        s, k = csa_circuit(*(jnp.stack(words[i * t:(i + 1) * t]) for i in range(3)), and_fn, xor_fn)
-        words = list(s) + list(k) + words[3 * t:]
-    return words
-
-
-def sum_circuit(words: Sequence[jax.Array], and_fn: AndFn, xor_fn: XorFn) -> jax.Array:
-    """Sum of ``k >= 2`` words mod 2**64: carry-save compression, then one adder."""
-    x, y = compress_circuit(words, and_fn, xor_fn)
-    return add_circuit(x, y, and_fn, xor_fn)
-
-
-def _pair_masks(s: int) -> tuple[jax.Array, jax.Array]:
-    """Bits at positions ``= 2s-1 (mod 2s)`` (tops of high blocks) and those ``>> s``."""
-    hi = sum(1 << (j + 2 * s - 1) for j in range(0, WORD_BITS, 2 * s))
-    return U64(hi), U64(hi >> s)
-
-
-def msb_add_circuit(x: jax.Array, y: jax.Array, and_fn: AndFn, xor_fn: XorFn) -> jax.Array:
-    """Bit 63 of ``x + y`` (in bit 0 of the result, other bits 0): 7 AND layers of 1 word.
-
-    Only the carry into bit 63 is computed, by a tree over bits 0..62 (moved
-    up to 1..63, with an empty block at bit 0). At stride ``s`` each block's
-    ``(G, P)`` sits at its top bit; one packed AND per level computes
-    ``P_hi & G_lo`` at the high tops and ``P_hi & P_lo`` at the low tops, so
-    each level costs one word instead of Kogge-Stone's two.
-    """
-    p = xor_fn(x, y)
-    G, P = and_fn(x, y) << U64(1), p << U64(1)
-    for s in (1, 2, 4, 8, 16, 32):
-        hi, lo = _pair_masks(s)
-        p_hi = P & hi
-        q = and_fn(xor_fn(p_hi, p_hi >> U64(s)), xor_fn((G << U64(s)) & hi, P & lo))
-        G, P = xor_fn(G & hi, q & hi), (q & lo) << U64(s)
-    return xor_fn(p, G) >> U64(63)
-
-
-def msb_sum_circuit(words: Sequence[jax.Array], and_fn: AndFn, xor_fn: XorFn) -> jax.Array:
-    """Bit 63 of the sum of ``k >= 2`` words (in bit 0): compression, then :func:`msb_add_circuit`."""
-    return msb_add_circuit(*compress_circuit(words, and_fn, xor_fn), and_fn, xor_fn)
-
-
-def all_ones_circuit(w: jax.Array, and_fn: AndFn, xor_fn: XorFn) -> jax.Array:
-    """1 in bit 0 iff all 64 bits of ``w`` are set: ``w &= w >> s`` for s = 1..32, 6 AND layers."""
-    for s in (1, 2, 4, 8, 16, 32):
-        w = and_fn(w, w >> U64(s))
-    return w & U64(1)

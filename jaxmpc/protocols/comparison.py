@@ -5,7 +5,7 @@ boolean circuit on the parties' trivially XOR-shared arithmetic shares (as in
 :mod:`jaxmpc.protocols.conversion`), then a B2A of the one result bit:
 
 * :func:`ltz`: ``[x < 0]``, the MSB of ``x_0 + ... + x_{n-1}``. Only the
-  carry into bit 63 is computed (:func:`jaxmpc.protocols.binary.msb_add_circuit`).
+  carry into bit 63 is computed (:func:`jaxmpc.protocols.conversion.msb_add_circuit`).
 * :func:`eqz`: ``[x == 0]``. Party ``n-1`` subtracts 1 from its share, the
   words are compressed to ``(s, k)`` and ``x == 0`` iff ``s + k = 2**64 - 1``
   iff ``s ^ k`` is all ones: an AND tree over 64 bits, no adder at all.
@@ -39,9 +39,15 @@ import jax
 import jax.numpy as jnp
 
 from jaxmpc import dealer, ring, spmd, tensor
-from jaxmpc.protocols import binary
-from jaxmpc.protocols.arithmetic import _check_key, beaver_local
-from jaxmpc.protocols.conversion import b2a_local, owned_words_local
+from jaxmpc.protocols import arithmetic, binary
+from jaxmpc.protocols.arithmetic import _check_key
+from jaxmpc.protocols.conversion import (
+    all_ones_circuit,
+    b2a_local,
+    compress_circuit,
+    msb_sum_circuit,
+    owned_words_local,
+)
 from jaxmpc.tensor import SharedTensor, _require_ring
 
 U64 = jnp.uint64
@@ -54,8 +60,8 @@ _PAD = -(2**62)
 
 def _zero_test_circuit(words: Sequence[jax.Array], and_fn, xor_fn) -> jax.Array:
     """Bit 0 = [sum of words == 2**64 - 1]: compress to ``(s, k)``, AND-reduce ``s ^ k``."""
-    s, k = binary.compress_circuit(words, and_fn, xor_fn)
-    return binary.all_ones_circuit(xor_fn(s, k), and_fn, xor_fn)
+    s, k = compress_circuit(words, and_fn, xor_fn)
+    return all_ones_circuit(xor_fn(s, k), and_fn, xor_fn)
 
 
 def ltz_local(s: jax.Array, triples, r_xor: jax.Array, r_arith: jax.Array) -> jax.Array:
@@ -68,7 +74,7 @@ def ltz_local(s: jax.Array, triples, r_xor: jax.Array, r_arith: jax.Array) -> ja
     Opened: Beaver-masked ``d``/``e`` of each AND word, and ``msb ^ r``.
     Cost: ``d + 8`` rounds; ``(2(d + 7) + 1) * (n-1) * 8`` bytes per element per party.
     """
-    sign = binary.run_local(binary.msb_sum_circuit, triples, owned_words_local(s))
+    sign = binary.run_local(msb_sum_circuit, triples, owned_words_local(s))
     return b2a_local(sign, r_xor, r_arith)
 
 
@@ -87,7 +93,8 @@ def eqz_local(s: jax.Array, triples, r_xor: jax.Array, r_arith: jax.Array) -> ja
     return b2a_local(bit, r_xor, r_arith)
 
 
-def _bit_protocol(x: SharedTensor, key: jax.Array, circuit: Callable, local: Callable) -> SharedTensor:
+def _bit_protocol(x: SharedTensor, key: jax.Array, circuit: Callable, local: Callable):
+    """Dealer triples for ``circuit`` and a random bit, then ``local`` in one ``party_map``."""
     _require_ring(x)
     _check_key(key)
     n = x.n_parties
@@ -102,7 +109,7 @@ def _bit_protocol(x: SharedTensor, key: jax.Array, circuit: Callable, local: Cal
 
 def ltz(x: SharedTensor, key: jax.Array) -> SharedTensor:
     """``[x < 0]`` as a shared 0/1 integer (``frac_bits=0``); see :func:`ltz_local` for cost."""
-    return _bit_protocol(x, key, binary.msb_sum_circuit, ltz_local)
+    return _bit_protocol(x, key, msb_sum_circuit, ltz_local)
 
 
 def eqz(x: SharedTensor, key: jax.Array) -> SharedTensor:
@@ -153,22 +160,21 @@ def ne(x: Any, y: Any, key: jax.Array) -> SharedTensor:
 
 
 def _mul_bit_shares(b: jax.Array, y: jax.Array, key: jax.Array) -> jax.Array:
-    t = dealer.beaver_triple(key, b.shape[0], b.shape[1:], y.shape[1:], ring.mul)
-    return spmd.party_map(lambda *s: beaver_local(*s, ring.mul))(b, y, t.a, t.b, t.c)
+    """Raw shares of ``b * y`` (both integer tensors): one Beaver round, no truncation."""
+    return arithmetic.mul(SharedTensor(b, 0), SharedTensor(y, 0), key).shares
 
 
 def mul_bit(b: SharedTensor, y: SharedTensor, key: jax.Array) -> SharedTensor:
     """``b * y`` for a shared 0/1 integer ``b`` (``frac_bits=0``) and any shared ``y``.
 
-    One Beaver round (``(n-1)*8*(|b| + |y|)`` bytes per party), no truncation:
-    exact, and the result keeps ``y.frac_bits``. Broadcasts.
+    :func:`jaxmpc.protocols.arithmetic.mul` with an integer factor: one Beaver
+    round (``(n-1)*8*(|b| + |y|)`` bytes per party), no truncation, so it is
+    exact and keeps ``y.frac_bits``. Broadcasts.
     """
     _require_ring(b)
-    _require_ring(y)
-    _check_key(key)
     if b.frac_bits != 0:
-        raise ValueError(f"mul_bit takes a 0/1 integer with frac_bits=0, got frac_bits={b.frac_bits}")
-    return SharedTensor(_mul_bit_shares(b.shares, y.shares, key), y.frac_bits)
+        raise ValueError(f"mul_bit takes a 0/1 integer (frac_bits=0), got frac_bits={b.frac_bits}")
+    return arithmetic.mul(b, y, key)
 
 
 def sign(x: SharedTensor, key: jax.Array) -> SharedTensor:
@@ -183,7 +189,7 @@ def abs(x: SharedTensor, key: jax.Array) -> SharedTensor:  # noqa: A001 (mirrors
 
 
 def drelu(x: SharedTensor, key: jax.Array) -> SharedTensor:
-    """ReLU's derivative ``[x > 0]`` (0 at ``x = 0``, as ``jax.nn.relu``'s gradient): ``ltz(-x)``."""
+    """ReLU's derivative ``[x > 0]``: ``ltz(-x)``; 0 at ``x = 0``, as ``jax.nn.relu``'s gradient."""
     return ltz(-x, key)
 
 
@@ -247,7 +253,8 @@ def _tournament(x: SharedTensor, key: jax.Array, axis: int, with_onehot: bool):
             oh = jnp.concatenate([one - b, b], axis=-1)
         elif with_onehot:
             L = oh.shape[-1]
-            oh = jnp.concatenate([oh[..., 0::2, :] - prod[..., 1:L + 1], prod[..., L + 1:]], axis=-1)
+            left_oh = oh[..., 0::2, :] - prod[..., 1 : L + 1]
+            oh = jnp.concatenate([left_oh, prod[..., L + 1 :]], axis=-1)
     if with_onehot and oh is None:  # k == 1
         oh = jnp.zeros(v.shape + (1,), U64).at[0].set(U64(1))
     value = SharedTensor(jnp.moveaxis(v, -1, ax), x.frac_bits)
@@ -255,8 +262,8 @@ def _tournament(x: SharedTensor, key: jax.Array, axis: int, with_onehot: bool):
     return value, onehot
 
 
-def max(x: SharedTensor, key: jax.Array, axis: int = -1, keepdims: bool = False) -> SharedTensor:  # noqa: A001
-    """Maximum over ``axis`` by a tree of comparisons: ``ceil(log2 k)`` layers of ``ltz`` + 1 round."""
+def max(x: SharedTensor, key: jax.Array, axis: int = -1, keepdims: bool = False):  # noqa: A001
+    """Maximum over ``axis``: a tree of ``ceil(log2 k)`` layers of ``ltz`` + 1 round."""
     value, _ = _tournament(x, key, axis, with_onehot=False)
     return value if keepdims else value.squeeze(axis)
 
@@ -271,7 +278,7 @@ def argmax(x: SharedTensor, key: jax.Array, axis: int = -1) -> SharedTensor:
     return _tournament(x, key, axis, with_onehot=True)[1]
 
 
-def max_argmax(x: SharedTensor, key: jax.Array, axis: int = -1) -> tuple[SharedTensor, SharedTensor]:
+def max_argmax(x: SharedTensor, key: jax.Array, axis: int = -1):
     """``(max over axis (kept as size 1), one-hot argmax)`` from one tournament."""
     return _tournament(x, key, axis, with_onehot=True)
 

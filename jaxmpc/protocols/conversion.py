@@ -7,6 +7,8 @@ into an additively shared 0/1 integer. Both follow the ABY framework
 carry-save compression and a Kogge-Stone adder as in ABY3 [Mohassel & Rindal,
 CCS 2018, Section 5.3].
 
+The circuits here combine the ``n`` parties' shares as ``n`` words; they
+take ``and_fn``/``xor_fn`` like those of :mod:`jaxmpc.protocols.binary`.
 Per-party cores (``*_local``) run inside :func:`jaxmpc.spmd.party_map`; the
 public wrappers draw the dealer's correlations from ``key``.
 """
@@ -20,10 +22,73 @@ import jax.numpy as jnp
 
 from jaxmpc import dealer, spmd
 from jaxmpc.protocols import binary
+from jaxmpc.protocols.binary import AndFn, XorFn
 from jaxmpc.protocols.arithmetic import _check_key
 from jaxmpc.tensor import SharedTensor, _require_ring
 
 U64 = jnp.uint64
+
+
+# ----------------------------------------------------------------- circuits
+
+
+def compress_circuit(words: Sequence[jax.Array], and_fn: AndFn, xor_fn: XorFn) -> list[jax.Array]:
+    """Wallace tree of carry-save adders: ``k >= 2`` words to 2 with the same sum mod 2**64.
+
+    Each layer compresses ``floor(k/3)`` groups at once (one AND layer); depth
+    about ``log_{3/2}(k/2)``: 0 for 2 words, 1 for 3, 2 for 4, 3 for 5 or 6.
+    """
+    words = list(words)
+    while len(words) > 2:
+        t = len(words) // 3
+        groups = (jnp.stack(words[i * t : (i + 1) * t]) for i in range(3))
+        s, k = binary.csa_circuit(*groups, and_fn, xor_fn)
+        words = list(s) + list(k) + words[3 * t:]
+    return words
+
+
+def sum_circuit(words: Sequence[jax.Array], and_fn: AndFn, xor_fn: XorFn) -> jax.Array:
+    """Sum of ``k >= 2`` words mod 2**64: carry-save compression, then one adder."""
+    x, y = compress_circuit(words, and_fn, xor_fn)
+    return binary.add_circuit(x, y, and_fn, xor_fn)
+
+
+def _pair_masks(s: int) -> tuple[jax.Array, jax.Array]:
+    """Bits at positions ``= 2s-1 (mod 2s)`` (tops of high blocks) and those ``>> s``."""
+    hi = sum(1 << (j + 2 * s - 1) for j in range(0, 64, 2 * s))
+    return U64(hi), U64(hi >> s)
+
+
+def msb_add_circuit(x: jax.Array, y: jax.Array, and_fn: AndFn, xor_fn: XorFn) -> jax.Array:
+    """Bit 63 of ``x + y`` (in bit 0 of the result, other bits 0): 7 AND layers of 1 word.
+
+    Only the carry into bit 63 is computed, by a tree over bits 0..62 (moved
+    up to 1..63, with an empty block at bit 0). At stride ``s`` each block's
+    ``(G, P)`` sits at its top bit; one packed AND per level computes
+    ``P_hi & G_lo`` at the high tops and ``P_hi & P_lo`` at the low tops, so
+    each level costs one word instead of Kogge-Stone's two.
+    """
+    p = xor_fn(x, y)
+    G, P = and_fn(x, y) << U64(1), p << U64(1)
+    for s in (1, 2, 4, 8, 16, 32):
+        hi, lo = _pair_masks(s)
+        p_hi = P & hi
+        q = and_fn(xor_fn(p_hi, p_hi >> U64(s)), xor_fn((G << U64(s)) & hi, P & lo))
+        G, P = xor_fn(G & hi, q & hi), (q & lo) << U64(s)
+    return xor_fn(p, G) >> U64(63)
+
+
+def all_ones_circuit(w: jax.Array, and_fn: AndFn, xor_fn: XorFn) -> jax.Array:
+    """1 in bit 0 iff all 64 bits of ``w`` are set: ``w &= w >> s`` for s = 1..32, 6 AND layers."""
+    for s in (1, 2, 4, 8, 16, 32):
+        w = and_fn(w, w >> U64(s))
+    return w & U64(1)
+
+
+def msb_sum_circuit(words: Sequence[jax.Array], and_fn: AndFn, xor_fn: XorFn) -> jax.Array:
+    """Bit 63 of the sum of ``k >= 2`` words (in bit 0): compression, then
+    :func:`msb_add_circuit` (only the carry into bit 63)."""
+    return msb_add_circuit(*compress_circuit(words, and_fn, xor_fn), and_fn, xor_fn)
 
 
 # ----------------------------------------------------------------- SPMD cores
@@ -51,7 +116,7 @@ def a2b_local(s: jax.Array, triples: Sequence[dealer.Triple]) -> jax.Array:
     Cost: ``d + 7`` rounds; per element per party ``2 * (n-1) * 8`` bytes per
     AND word: ``d`` compression words (one per CSA group) + 12 adder words.
     """
-    return binary.run_local(binary.sum_circuit, triples, owned_words_local(s))
+    return binary.run_local(sum_circuit, triples, owned_words_local(s))
 
 
 def b2a_local(b: jax.Array, r_xor: jax.Array, r_arith: jax.Array) -> jax.Array:
@@ -75,7 +140,7 @@ def b2a_local(b: jax.Array, r_xor: jax.Array, r_arith: jax.Array) -> jax.Array:
 def a2b_triples(key: jax.Array, n_parties: int, shape: Sequence[int]) -> tuple[dealer.Triple, ...]:
     """The AND triples :func:`a2b_local` consumes for words of ``shape``."""
     words = [binary.words_like(shape)] * n_parties
-    return binary.circuit_triples(key, n_parties, binary.sum_circuit, words)
+    return binary.circuit_triples(key, n_parties, sum_circuit, words)
 
 
 def a2b(x: SharedTensor, key: jax.Array) -> binary.SharedBits:
