@@ -73,6 +73,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--lr", type=_float, default=0.02, help="SGD learning rate (default 0.02)")
     g.add_argument("--momentum", type=_float, default=0.0, help="SGD momentum (default 0)")
     g.add_argument("--seed", type=int, default=1, help="one seed for all randomness (default 1)")
+    g.add_argument("--prng", choices=("threefry", "rbg"), default="threefry",
+                   help="PRNG behind the dealer and the sharing: threefry (JAX's default) or rbg "
+                   "(XLA's RngBitGenerator, faster on CPU); neither is a vetted CSPRNG (SECURITY.md)")
     g.add_argument("--max-batches", type=_positive_int, default=None, help="stop each epoch after this many batches (smoke runs)")
     g = p.add_argument_group("data")
     g.add_argument("--data", choices=("offline", "idx", "tfds", "auto"), default="offline",
@@ -99,7 +102,7 @@ def _run_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, test_batch_size=args.test_batch_size, lr=args.lr,
         momentum=args.momentum, frac_bits=args.frac_bits, activation=args.activation, loss=args.loss,
         trunc=args.trunc, seed=args.seed, data=args.data, data_dir=args.data_dir,
-        max_batches=args.max_batches,
+        max_batches=args.max_batches, prng=args.prng,
     )
     config.validate()
     log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, flush=True))

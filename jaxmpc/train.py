@@ -32,6 +32,8 @@ from jaxmpc.protocols import arithmetic
 from jaxmpc.tensor import SharedTensor
 
 LOSSES = ("mse", "xent")
+#: PRNG implementations for the dealer and all sharing randomness (jax.random key impls).
+PRNGS = {"threefry": "threefry2x32", "rbg": "rbg"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +56,7 @@ class TrainConfig:
     data: str = "offline"
     data_dir: str | None = None
     max_batches: int | None = None  # stop each epoch after this many batches (smoke runs)
+    prng: str = "threefry"  # "rbg": XLA's RngBitGenerator, faster on CPU; neither is a vetted CSPRNG
 
     def validate(self) -> "TrainConfig":
         def positive(name: str, lo: int = 1) -> None:
@@ -77,6 +80,8 @@ class TrainConfig:
             raise ValueError(f"unknown truncation {self.trunc!r}; use one of {arithmetic.TRUNC_METHODS}")
         if self.trunc == "local" and self.parties != 2:
             raise ValueError("--trunc local works for 2 parties only; use --trunc dealer")
+        if self.prng not in PRNGS:
+            raise ValueError(f"unknown prng {self.prng!r}; use one of {tuple(PRNGS)}")
         ring.check_frac_bits(self.frac_bits)
         if self.frac_bits < 8:
             raise ValueError(f"frac_bits={self.frac_bits} is too coarse to train; use 12..20")
@@ -118,6 +123,7 @@ class TrainResult:
             "batch_size": c.batch_size,
             "lr": c.lr,
             "seed": c.seed,
+            "prng": c.prng,
             "data_source": self.data_source,
             "secure_step_ms_median": 1e3 * statistics.median(self.step_times),
             "compile_seconds": self.compile_seconds,
@@ -255,7 +261,7 @@ def train(
     y_train = data.one_hot(ds.y_train)
     n_test = (len(x_test) // config.test_batch_size) * config.test_batch_size
 
-    root = jax.random.key(config.seed)
+    root = jax.random.key(config.seed, impl=PRNGS[config.prng])
     k_init, k_model, k_data, k_test, k_opt, k_steps, k_eval = jax.random.split(root, 7)
 
     # 1. the server's model, shared among the workers
