@@ -146,3 +146,30 @@ def test_optimizer_rejects_bad_hyperparameters():
         optim.sgd(float("nan"), jax.random.key(0))
     with pytest.raises(ValueError, match="momentum"):
         optim.sgd(0.1, jax.random.key(0), momentum=1.5)
+
+
+@pytest.mark.parametrize("trunc", ["dealer", "local"])
+def test_broadcast_mul_gradients(trunc):
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(3, 4)), rng.normal(size=(4,))
+    sa, sb = tensor.share(a, jax.random.key(0), 2), tensor.share(b, jax.random.key(1), 2)
+
+    def secure(p, key):
+        k1, k2 = jax.random.split(key)
+        return ad.square(ad.mul(p["a"], p["b"], k1, trunc=trunc), k2, trunc=trunc).sum()
+
+    _, g = ad.value_and_grad(secure)({"a": sa, "b": sb}, jax.random.key(2))
+    pg = jax.grad(lambda p: jnp.sum((p["a"] * p["b"]) ** 2))({"a": a, "b": b})
+    np.testing.assert_allclose(tensor.reveal(g["a"]), pg["a"], atol=GRAD_TOL)
+    np.testing.assert_allclose(tensor.reveal(g["b"]), pg["b"], atol=GRAD_TOL)
+
+
+def test_softmax_cross_entropy_value_and_gradient():
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(4, 10)) * 3
+    y = np.eye(10)[rng.integers(0, 10, 4)]
+    sz, sy = tensor.share(z, jax.random.key(0), 2), tensor.share(y, jax.random.key(1), 2)
+    v, g = jax.jit(ad.value_and_grad(losses.softmax_cross_entropy))(sz, sy, jax.random.key(2))
+    pv, pg = jax.value_and_grad(losses.softmax_cross_entropy_plain)(z, y)
+    assert abs(float(tensor.reveal(v)) - float(pv)) < 1e-3  # log/exp approximation error
+    np.testing.assert_allclose(tensor.reveal(g), pg, atol=1e-3)
