@@ -455,18 +455,43 @@ def _dealer_hook(hook: Callable) -> Iterator[dict[str, Callable]]:
 
 @dataclasses.dataclass(frozen=True)
 class DealerCall:
+    """One call ``dealer.<name>(key, *rest, **kwargs)`` seen while tracing.
+
+    Array arguments (e.g. forward masks that ``beaver_transpose_triples``
+    reuses) are traced values of the computation; they are kept as
+    :class:`ArrayArg` placeholders and fed to the dealer program as inputs.
+    """
+
     name: str
     rest: tuple
     kwargs: dict
     out: Any  # pytree of ShapeDtypeStruct
 
 
+@dataclasses.dataclass(frozen=True)
+class ArrayArg:
+    index: int  # position in the dealer program's list of array inputs
+    spec: jax.ShapeDtypeStruct
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray))
+
+
 def trace_cost_and_dealer(fn: Callable, args: tuple) -> tuple[cost.Cost, list[DealerCall]]:
     """One abstract trace: the communication cost and the dealer calls, in order."""
     calls: list[DealerCall] = []
+    n_arrays = [0]
+
+    def placeholder(x):
+        if not _is_array(x):
+            return x
+        n_arrays[0] += 1
+        return ArrayArg(n_arrays[0] - 1, jax.ShapeDtypeStruct(x.shape, x.dtype))
 
     def record(name, f, key, rest, kwargs):
         out = f(key, *rest, **kwargs)
+        rest, kwargs = jax.tree.map(placeholder, (rest, kwargs))
         calls.append(DealerCall(name, rest, kwargs, jax.tree.map(lambda t: jax.ShapeDtypeStruct(t.shape, t.dtype), out)))
         return out
 
@@ -475,12 +500,40 @@ def trace_cost_and_dealer(fn: Callable, args: tuple) -> tuple[cost.Cost, list[De
     return cost.Cost(tuple(log)), calls
 
 
-def dealer_program(calls: Sequence[DealerCall]) -> Callable[[jax.Array], list]:
-    """The dealer alone: the same correlations (functions, shapes), fresh keys."""
+def _array_args(calls: Sequence[DealerCall]) -> list[ArrayArg]:
+    leaves = jax.tree.leaves([(c.rest, c.kwargs) for c in calls], is_leaf=lambda x: isinstance(x, ArrayArg))
+    return sorted((x for x in leaves if isinstance(x, ArrayArg)), key=lambda a: a.index)
+
+
+def dealer_inputs(calls: Sequence[DealerCall], seed: int = 0) -> list[jax.Array]:
+    """Stand-ins (uniform words of the same shape and dtype) for the array
+    arguments of the recorded dealer calls, made outside the dealer program.
+    The dealer's work does not depend on their values."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for a in _array_args(calls):
+        dtype = np.dtype(a.spec.dtype)
+        if dtype.kind in "ui":
+            out.append(jnp.asarray(rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, a.spec.shape, dtype, True)))
+        else:
+            out.append(jnp.zeros(a.spec.shape, a.spec.dtype))
+    return out
+
+
+def dealer_program(calls: Sequence[DealerCall]) -> Callable[[jax.Array, list], list]:
+    """The dealer alone, ``run(key, arrays)``: the same correlations (functions,
+    static arguments, shapes) from fresh keys; ``arrays`` from :func:`dealer_inputs`."""
     funcs = _dealer_functions()
 
-    def run(key):
-        return [funcs[c.name](jax.random.fold_in(key, i), *c.rest, **c.kwargs) for i, c in enumerate(calls)]
+    def run(key, arrays):
+        def fill(x):
+            return arrays[x.index] if isinstance(x, ArrayArg) else x
+
+        outs = []
+        for i, c in enumerate(calls):
+            rest, kwargs = jax.tree.map(fill, (c.rest, c.kwargs), is_leaf=lambda x: isinstance(x, ArrayArg))
+            outs.append(funcs[c.name](jax.random.fold_in(key, i), *rest, **kwargs))
+        return outs
 
     return run
 
@@ -578,16 +631,16 @@ def run_case(case: Case, repeats: int, *, dealer_split: bool = True, log: Callab
         programs["plain"] = (plain, built.plain_args)
     if dealer_split and calls:
         try:
-            key = _key(12345)
+            d_args = (_key(12345), dealer_inputs(calls))
             d_fn, o_fn = dealer_program(calls), online_program(built.secure, calls)
-            d_prog, rec["dealer_compile_s"] = _compile(d_fn, (key,))
-            pre = jax.block_until_ready(d_prog(key))
+            d_prog, rec["dealer_compile_s"] = _compile(d_fn, d_args)
+            pre = jax.block_until_ready(d_prog(*d_args))
             o_prog, rec["online_compile_s"] = _compile(o_fn, (pre,) + built.args)
-            programs["dealer"] = (d_prog, (key,))
+            programs["dealer"] = (d_prog, d_args)
             programs["online"] = (o_prog, (pre,) + built.args)
             words = {
                 "full": random_words(built.secure, *built.args),
-                "dealer": random_words(d_fn, key),
+                "dealer": random_words(d_fn, *d_args),
                 "online": random_words(o_fn, pre, *built.args),
             }
             rec["dealer_words"] = words["dealer"]
@@ -852,6 +905,9 @@ def format_report(report: dict) -> str:
         )
     for n in report["notes"]:
         lines.append(f"note: {n}")
+    for r in res:
+        if r.get("note"):
+            lines.append(f"note: {r['name']}: {r['note']}")
     return "\n".join(lines)
 
 

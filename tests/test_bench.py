@@ -96,3 +96,28 @@ def test_dealer_hook_restores_module():
         c, calls = bench.trace_cost_and_dealer(arithmetic.mul, (x, x, key))
         assert c.rounds == cost.cost_of(arithmetic.mul, x, x, key).rounds and len(calls) >= 1
     assert {n: f for n, f in vars(dealer).items() if callable(f)} == {n: f for n, f in before.items() if callable(f)}
+
+
+def test_dealer_split_of_a_training_step():
+    """Tracing only: the dealer program draws every PRNG word of a (tiny) training
+    step and the online program none, also where dealer calls take arrays (the
+    backward pass reusing forward masks)."""
+    from jaxmpc import nn, optim, train
+
+    n, key = 2, jax.random.key(0)
+    config = train.TrainConfig(parties=n)
+    params = nn.share_params(nn.init_mlp(key, (8, 4, 3)), key, n)
+    opt = optim.sgd(0.1, key)
+    x = tensor.share(np.ones((2, 8), np.float32), key, n)
+    y = tensor.share(np.eye(3, dtype=np.float32)[:2], key, n)
+    step = train.make_train_step(config, opt)
+    args = (params, opt.init(params), x, y, key)
+    c, calls = bench.trace_cost_and_dealer(step, args)
+    assert (c.rounds, c.bytes_per_party) == (lambda k: (k.rounds, k.bytes_per_party))(cost.cost_of(step, *args))
+    d_args = (jax.random.key(1), bench.dealer_inputs(calls))
+    pre = jax.eval_shape(bench.dealer_program(calls), *d_args)
+    assert jax.tree.structure(pre) == jax.tree.structure([call.out for call in calls])
+    full = bench.random_words(step, *args)
+    assert full > 0
+    assert bench.random_words(bench.dealer_program(calls), *d_args) == full
+    assert bench.random_words(bench.online_program(step, calls), pre, *args) == 0
