@@ -55,7 +55,9 @@ def test_ltz_and_eqz_exact_over_the_range(n):
     d = LTZ_ROUNDS[n] - 8  # carry-save layers
     assert c.bytes_per_party == (2 * (d + 7) + 1) * (n - 1) * 8 * N_VALUES
     assert all(o.masked for o in c.openings)
-    assert cost.cost_of(C.eqz, x, key(2)).rounds == LTZ_ROUNDS[n] - 1
+    e = cost.cost_of(C.eqz, x, key(2))
+    assert e.rounds == LTZ_ROUNDS[n] - 1
+    assert e.bytes_per_party == (2 * (d + 6) + 1) * (n - 1) * 8 * N_VALUES
 
 
 @pytest.mark.parametrize("n", [2, 3])
@@ -106,7 +108,7 @@ ROWS = np.array(
 )
 
 
-@pytest.mark.parametrize("n,k,axis", [(2, 3, -1), (3, 4, 0), (5, 2, -1)])  # 3 pads to 4
+@pytest.mark.parametrize("n,k,axis", [(2, 3, -1), (3, 2, 0), (5, 2, -1)])  # 3 pads to 4
 def test_max_argmax_ties_lowest_index(n, k, axis):
     rows = ROWS[:, :k] if axis == -1 else ROWS[:, :k].T
     x = tensor.share(rows, key(n), n)
@@ -126,7 +128,6 @@ def test_max_without_one_hot():
     x = tensor.share(rows, key(0), 2)
     mx = jax.jit(C.max, static_argnums=(2, 3))(x, key(1), 0, True)
     np.testing.assert_array_equal(tensor.reveal(mx), rows.max(0, keepdims=True))
-    assert C.argmax(x, key(1), axis=0).shape == rows.shape
 
 
 @pytest.mark.parametrize("k", [1, 2, 5, 8, 33])

@@ -14,10 +14,14 @@ alike. The same circuit then runs
 * on plaintext words with :func:`and_plain` / :func:`xor_plain` (tests), and
 * securely inside one :func:`jaxmpc.spmd.party_map`: :func:`circuit_triples`
   traces the circuit on plaintext to find the shape of every AND layer, the
-  dealer makes one triple per layer outside, and :func:`run_local` hands the
-  circuit a :class:`TripleFeed` whose calls each consume the next triple.
-  Each ``and_fn`` call is one round, so a circuit batches independent ANDs of
-  a layer into one call (stacking).
+  dealer makes the triples outside (one flat triple, cut into one per layer),
+  and :func:`run_local` hands the circuit a :class:`TripleFeed` whose calls
+  each consume the next triple. Each ``and_fn`` call is one round, so a
+  circuit batches independent ANDs of a layer into one call (stacking).
+
+Here: the adder circuits (Kogge-Stone, carry-save). Circuits on the ``n``
+parties' shares (a2b's sum, the sign bit, the all-ones test) are in
+:mod:`jaxmpc.protocols.conversion`.
 """
 
 from __future__ import annotations

@@ -12,20 +12,22 @@ boolean circuit on the parties' trivially XOR-shared arithmetic shares (as in
 
 Results are additively shared 0/1 integers (``frac_bits=0``). A shared bit
 times a shared value (:func:`mul_bit`) is one Beaver round with no truncation,
-since the bit carries no fractional bits. Comparisons of fixed-point values
-are exact whenever ``|x - y| < 2**63`` raw, which holds for any two encodable
-values (``|x| < 2**(62-f)``).
+since the bit carries no fractional bits. ``ltz``/``eqz`` are exact for every
+ring element; comparisons of two values are exact whenever ``|x - y| < 2**63``
+raw, which holds for any two encodable values (``|x| < 2**(62-f)``).
 
 Cost, with ``d`` carry-save layers for ``n`` parties (0 for 2, 1 for 3,
 2 for 4, 3 for 5-6), per element per party, ``W = (n-1) * 8`` bytes/word:
 
-==========  =================  ==========================
-protocol    rounds             bytes per element per party
-==========  =================  ==========================
-ltz         d + 8  (2p: 8)     (2d + 15) W   (2p: 120)
-eqz         d + 7  (2p: 7)     (2d + 13) W   (2p: 104)
-relu        ltz + 1            ltz + 2 W
-==========  =================  ==========================
+==========  ========================  ===========================================
+protocol    rounds (2p / 3p / 5p)     bytes per element per party (2p / 3p / 5p)
+==========  ========================  ===========================================
+ltz         d + 8  (8 / 9 / 11)       (2d + 15) W  (120 / 272 / 672)
+eqz         d + 7  (7 / 8 / 10)       (2d + 13) W  (104 / 240 / 608)
+relu        ltz + 1                   ltz + 2 W
+max         ceil(log2 k) (ltz + 1)    about ltz + 2 W per input value
+argmax      ceil(log2 k) (ltz + 1)    about ltz + (log2(k) + 1) W per input value
+==========  ========================  ===========================================
 
 [ABY3] P. Mohassel, P. Rindal, CCS 2018 (bit decomposition, B2A); [Beaver91].
 """
