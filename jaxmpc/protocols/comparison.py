@@ -236,7 +236,7 @@ def _tournament(x: SharedTensor, key: jax.Array, axis: int, with_onehot: bool):
     _check_key(key)
     ax = tensor._axis(axis, x.ndim) + 1
     v = jnp.moveaxis(x.shares, ax, -1)
-    n, k = v.shape[0], v.shape[-1]
+    k = v.shape[-1]
     levels = math.ceil(math.log2(k))  # note: this module's max/abs shadow the builtins
     pad = jnp.zeros(v.shape[:-1] + (2**levels - k,), U64).at[0].set(ring.ring(_PAD))
     v = jnp.concatenate([v, pad], axis=-1)
