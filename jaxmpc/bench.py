@@ -6,7 +6,8 @@ process, see :func:`jaxmpc.spmd.party_map`):
 
 * **run time** of the jit-compiled secure computation, after compilation and
   two warm-up calls: median, min and max over ``--repeats`` calls, each ended
-  by ``block_until_ready``;
+  by ``block_until_ready``, and the median process CPU time per call (all
+  threads), which other processes' load hardly inflates;
 * **compile time** (``jax.jit(fn).lower(...).compile()``), reported apart;
 * the same computation in **plain JAX float32** (where a twin exists), timed
   in the same loop (calls are interleaved, so background load hits both alike),
@@ -589,19 +590,28 @@ def _compile(fn: Callable, args: tuple, **jit_kwargs):
     return compiled, time.perf_counter() - t0
 
 
-def time_interleaved(programs: dict[str, tuple[Callable, tuple]], repeats: int) -> dict[str, list[float]]:
-    """Wall times in ms of each compiled program: two warm-up calls each, then
-    ``repeats`` rounds calling every program once (interleaved)."""
+def time_interleaved(
+    programs: dict[str, tuple[Callable, tuple]], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall times and process CPU times (all threads) in ms of each compiled
+    program: two warm-up calls each, then ``repeats`` rounds calling every
+    program once (interleaved).
+
+    CPU time is what the call cost the machine; unlike wall time it hardly
+    grows when other processes compete for the cores (on an idle machine,
+    wall ~ CPU / cores used)."""
     for _ in range(2):
         for f, a in programs.values():
             jax.block_until_ready(f(*a))
-    samples: dict[str, list[float]] = {k: [] for k in programs}
+    wall: dict[str, list[float]] = {k: [] for k in programs}
+    cpu: dict[str, list[float]] = {k: [] for k in programs}
     for _ in range(repeats):
         for k, (f, a) in programs.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             jax.block_until_ready(f(*a))
-            samples[k].append((time.perf_counter() - t0) * 1e3)
-    return samples
+            wall[k].append((time.perf_counter() - t0) * 1e3)
+            cpu[k].append((time.process_time() - c0) * 1e3)
+    return wall, cpu
 
 
 def network_estimate_ms(compute_ms: float, rounds: int, bytes_per_party: int, network: str) -> float:
@@ -652,11 +662,13 @@ def run_case(case: Case, repeats: int, *, dealer_split: bool = True, log: Callab
         except Exception as e:  # the split is a diagnostic; never lose the main timing
             notes.append(f"dealer split failed: {type(e).__name__}: {e}")
     log(f"timing ({repeats} repeats)")
-    samples = time_interleaved(programs, repeats)
+    samples, cpu = time_interleaved(programs, repeats)
 
     rec["median_ms"], rec["min_ms"], rec["max_ms"] = _stats(samples["secure"])
+    rec["cpu_median_ms"] = statistics.median(cpu["secure"])
     if "plain" in samples:
         rec["plain_median_ms"], rec["plain_min_ms"], rec["plain_max_ms"] = _stats(samples["plain"])
+        rec["plain_cpu_median_ms"] = statistics.median(cpu["plain"])
         rec["ratio"] = rec["median_ms"] / rec["plain_median_ms"]
     else:
         rec["plain_median_ms"] = None
@@ -846,6 +858,7 @@ def format_table(results: Sequence[dict]) -> str:
         ("median", lambda r: _fmt(r["median_ms"], "ms"), ">"),
         ("min", lambda r: _fmt(r["min_ms"], "ms"), ">"),
         ("max", lambda r: _fmt(r["max_ms"], "ms"), ">"),
+        ("cpu", lambda r: _fmt(r.get("cpu_median_ms"), "ms"), ">"),
         ("plain", lambda r: _fmt(r.get("plain_median_ms"), "ms"), ">"),
         ("ratio", lambda r: _fmt(r.get("ratio"), ".0f") if r.get("ratio") is not None else "-", ">"),
         ("dealer", lambda r: _fmt(r.get("dealer_ms"), "ms"), ">"),
@@ -874,6 +887,7 @@ def format_report(report: dict) -> str:
         "",
         format_table(res),
         "",
+        "cpu: median process CPU time per call (all threads; robust to other load). "
         "plain: the same computation in plain JAX float32; ratio = secure / plain median. dealer: the "
         "correlated randomness alone; online: the computation with it precomputed. LAN/WAN est: "
         "median + rounds * RTT + bytes/party / bandwidth (LAN 10 Gbit/s, 0.2 ms; WAN 100 Mbit/s, "
