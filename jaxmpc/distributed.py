@@ -926,6 +926,7 @@ class SecureFunction:
         self._runs: dict[Any, int] = {}
         #: at a party: the dealer's feed of the last call (party-sharded, this party's row only)
         self.last_feed: jax.Array | None = None
+        self.timings: list[tuple[float, float]] = []
 
     @property
     def rt(self) -> Runtime:
@@ -967,16 +968,28 @@ class SecureFunction:
             if k == "shared" and (len(a.shape) < 1 or a.shape[0] != n):
                 raise DistributedError(f"{self.name}: a shared argument has shape {a.shape}, expected ({n}, ...)")
         partial = _Plan(treedef, tuple(kinds), tuple(avals), tuple(statics), None, (), (), (), 0)
-        box = {}
-
-        def abstract(keys, publics):
-            tap, out = self._shadow(partial, keys, publics, n)
-            box["calls"] = tuple(tap.calls)
-            return out
-
+        share_avals = [a for a, k in zip(avals, kinds) if k == "shared"]
         keys = [a for a, k in zip(avals, kinds) if k == "key"]
         publics = [a for a, k in zip(avals, kinds) if k == "public"]
-        out = jax.eval_shape(abstract, keys, publics)
+        box = {}
+
+        def shadow(shares, keys, publics):
+            args = self._rebuild(partial, shares, keys, publics)
+            tap = _DealerTap("record", n)
+            with tap.active():
+                out = self.fn(*args)
+            box["calls"] = tuple(tap.calls)
+            return out, _concat_rows(tap.outputs, n)
+
+        closed, (out, _) = jax.make_jaxpr(shadow, return_shape=True)(share_avals, keys, publics)
+        n_shares = len(jax.tree.leaves(share_avals))
+        n_out = len(jax.tree.leaves(out))
+        used = _used_inputs(closed, [False] * n_out + [True])  # which inputs the dealer's feed depends on
+        if used is not None and any(used[:n_shares]):
+            raise DistributedError(
+                f"{self.name}: a jaxmpc.dealer call depends on secret-shared inputs; the dealer never "
+                "holds shares, so its correlated randomness may depend on keys, shapes and public values only"
+            )
         out_leaves, out_treedef, out_kinds = _classify(out)
         if "static" in out_kinds:
             raise DistributedError(f"{self.name}: outputs must be arrays or shared values")
@@ -985,8 +998,35 @@ class SecureFunction:
             treedef, tuple(kinds), tuple(avals), tuple(statics), out_treedef, tuple(out_kinds),
             tuple(jax.ShapeDtypeStruct(o.shape, o.dtype) for o in out_leaves), calls, feed_width(calls),
         )
+        if self.rt.is_party:
+            self._check_parties_ignore_keys(plan)
         self._plans[key] = plan
         return plan
+
+    def _check_parties_ignore_keys(self, plan: _Plan) -> None:
+        """The parties' program must not use the dealer's keys (they do not hold them)."""
+        rt = self.rt
+        keys = [a for a, k in zip(plan.in_avals, plan.in_kinds) if k == "key"]
+        if not keys:
+            return
+        shares = [a for a, k in zip(plan.in_avals, plan.in_kinds) if k == "shared"]
+        publics = [a for a, k in zip(plan.in_avals, plan.in_kinds) if k == "public"]
+        flat = jax.ShapeDtypeStruct((rt.n_parties, plan.width), ring.RING_DTYPE)
+
+        def parties(keys, shares, publics, flat):
+            args = self._rebuild(plan, shares, keys, publics)
+            with _DealerTap("feed", rt.n_parties, plan.calls, flat).active():
+                return self.fn(*args)
+
+        with jax.set_mesh(rt.party_mesh):
+            closed = jax.make_jaxpr(parties)(keys, shares, publics, flat)
+        used = _used_inputs(closed, [k != "key" for k in plan.out_kinds])  # new keys go back to the dealer
+        if used is not None and any(used[: len(keys)]):
+            raise DistributedError(
+                f"{self.name}: the computation uses a PRNG key outside jaxmpc.dealer calls (e.g. to share "
+                "a value); keys belong to the dealer and the parties do not hold them: share inputs with "
+                "jaxmpc.distributed.share/share_tree outside the function"
+            )
 
     def _get_dealer_jit(self, key, plan: _Plan):
         if key not in self._dealer_jit:
@@ -1083,6 +1123,7 @@ class SecureFunction:
                              for p in publics]
 
         # 1. the dealer evaluates its calls and sends each party its row
+        t_feed = time.perf_counter()
         out_keys = None
         stacked = None
         if rt.is_dealer:
@@ -1102,11 +1143,14 @@ class SecureFunction:
             self.last_feed = flat
 
         # 2. the parties run the program on their shares
+        t_run = time.perf_counter()
         party_outs = None
         if rt.is_party:
             with _waiting(rt, f"running {self.name}", first):
                 party_outs = program(shares, publics_g, flat)
                 jax.block_until_ready(party_outs)
+        #: per call: seconds until the dealer's feed was in, then seconds running the parties' program
+        self.timings.append((t_run - t_feed, time.perf_counter() - t_run))
 
         # 3. everyone gets the output structure; what a process does not hold is a placeholder
         it_keys = iter(out_keys or [])
@@ -1154,6 +1198,17 @@ def audit_collectives(hlo: str, openings: Sequence[Any], n_parties: int) -> dict
             expected["collective-permute"] += (n_parties - 1) * o.elements
     expected = {k: v for k, v in expected.items() if v}
     return {"compiled": found, "recorded": expected, "ok": found == expected}
+
+
+def _used_inputs(closed: Any, used_outputs: list[bool]) -> list[bool] | None:
+    """Which inputs of a jaxpr the chosen outputs depend on (None if JAX's DCE is unavailable)."""
+    try:
+        from jax._src.interpreters import partial_eval as pe
+
+        _, used = pe.dce_jaxpr(closed.jaxpr, used_outputs)
+    except Exception:  # a private API: the check is a safety net, not a requirement
+        return None
+    return list(used)
 
 
 def _dummy_key(aval: Any) -> jax.Array:
@@ -1434,6 +1489,9 @@ def run_demo(rt: Runtime, c: DemoConfig, *, log: Callable[[str], None] = print, 
         first_step_s=times[0],
         feed_words_per_step=step.feed_words(params, state, sx, sy, np.int32(0), keys["steps"]),
     )
+    later = step.timings[1:] or step.timings
+    summary["feed_ms_median"] = float(np.median([t[0] for t in later]) * 1e3)
+    summary["program_ms_median"] = float(np.median([t[1] for t in later]) * 1e3)
 
     # -- 3. the model goes back to its owner (party 0) only
     model = reveal(rt, params, to=0, what="model")

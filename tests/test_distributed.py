@@ -26,14 +26,25 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAXMPC_") and k != "XLA_FLAGS"}
+def _env(devices: int | None = None, **extra: str) -> dict[str, str]:
+    """The child processes' environment: conftest's settings (strict promotion,
+    XLA flags, compilation cache) carried over, no JAXMPC_* from outside."""
+    import jax
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAXMPC_")}
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    if devices:
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
     env.update(
         PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""),
         PYTHONUNBUFFERED="1",
         JAX_PLATFORMS="cpu",
-        JAX_NUMPY_DTYPE_PROMOTION="strict",  # as in conftest, for the child processes too
+        JAX_NUMPY_DTYPE_PROMOTION="strict",
+        XLA_FLAGS=" ".join(flags),
     )
+    cache = jax.config.jax_compilation_cache_dir
+    if cache:
+        env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
     env.update(extra)
     return env
 
@@ -273,7 +284,7 @@ def test_party_map_over_a_mesh_matches_vmap():
     what the protocols open."""
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "mesh"],
-        env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=3"),
+        env=_env(devices=3),
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -351,6 +362,21 @@ def _mesh_worker() -> None:
         with jax.set_mesh(rt.party_mesh):
             hlo = D._open_program(rt, ((8,),), n - 1, "t").lower(got["product"].shares).compile().as_text()
         assert "collective-permute" in hlo and "all-reduce" not in hlo and "all-gather" not in hlo
+
+        # misuse is refused at trace time: parties using a dealer key, a dealer call on shares
+        def shares_inside(x, k):
+            return x + tensor.share(np.ones(8), k, n)
+
+        def dealer_on_shares(x, k):
+            t = dealer.beaver_transpose_triples(k, x.shares, x.shares, (8,), ring.mul, None, 0, 0)
+            return tensor.SharedTensor(t.c_x, x.frac_bits)
+
+        for bad, words in ((shares_inside, "uses a PRNG key"), (dealer_on_shares, "depends on secret-shared")):
+            try:
+                D.secure_jit(bad, rt)(xs, keys["mul"])
+                raise AssertionError(f"{bad.__name__} was not refused")
+            except D.DistributedError as e:
+                assert words in str(e), e
         D.reset()
     print("OK")
 
@@ -361,7 +387,7 @@ def test_training_step_communicates_only_its_openings():
     recorded openings (XLA adds no traffic), and it matches the simulation."""
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "train-audit"],
-        env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=2"),
+        env=_env(devices=2),
         capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stdout[-3000:] + proc.stderr[-5000:]
