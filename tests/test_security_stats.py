@@ -13,9 +13,10 @@ resulting words we test, with chi-square and Kolmogorov-Smirnov tests:
   and KS of the top 53 bits as a real in [0, 1) against U(0, 1);
 * independence of the secret: two-sample tests (chi-square homogeneity of the
   byte histograms, two-sample KS) between two very different secrets;
-* joint uniformity of pairs of views (two shares, e and f, e and x): the
-  16 x 16 histogram of their top nibbles, and the byte histograms of sums of
-  n-1 shares.
+* joint uniformity of pairs of views (two shares, e and f): the 16 x 16
+  histogram of their top nibbles, and the byte histograms of sums of n-1
+  shares; independence of an opened value from a random input: a chi-square
+  contingency test of (input quantile bin, top nibble of the view).
 
 Significance: every test function makes m tests and requires every p-value
 >= ALPHA / m (Bonferroni, family-wise ALPHA = 1e-3). Keys and data seeds are
@@ -37,9 +38,8 @@ import pytest
 from scipy import stats
 
 import reference
-from jaxmpc import dealer, ring, spmd, tensor
+from jaxmpc import ring, spmd, tensor
 from jaxmpc.protocols import arithmetic
-from jaxmpc.tensor import SharedTensor
 
 ALPHA = 1e-3  # family-wise significance per test function
 N = 2**16  # independent trials per sharing: 256 expected counts per byte value
@@ -80,6 +80,21 @@ def pvalue_joint(u1: np.ndarray, u2: np.ndarray) -> float:
     a = (_u(u1) >> np.uint64(60)).astype(np.int64)
     b = (_u(u2) >> np.uint64(60)).astype(np.int64)
     return stats.chisquare(np.bincount(16 * a + b, minlength=256)).pvalue
+
+
+def pvalue_independent(categories: np.ndarray, u: np.ndarray) -> float:
+    """Independence of a view from a (non-uniform) input: chi-square test of the
+    contingency table (input category x top nibble of the view)."""
+    nib = (_u(u) >> np.uint64(60)).astype(np.int64)
+    table = np.zeros((int(categories.max()) + 1, 16), dtype=np.int64)
+    np.add.at(table, (categories.ravel(), nib), 1)
+    table = table[:, table.sum(0) > 0]  # a view that never takes a nibble
+    return stats.chi2_contingency(table)[1] if table.shape[1] > 1 else 0.0
+
+
+def quantile_bins(x: np.ndarray, k: int = 16) -> np.ndarray:
+    """Category 0..k-1 of each element of a real input by its quantile."""
+    return np.searchsorted(np.quantile(x, np.linspace(0, 1, k + 1)[1:-1]), x.ravel())
 
 
 def _unit(u: np.ndarray) -> np.ndarray:
@@ -139,102 +154,86 @@ def test_last_share_against_the_secret_is_jointly_uniform():
 # ----------------------------------------------------------- Beaver openings
 
 
-def beaver_opened(x: SharedTensor, y: SharedTensor, key) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run the per-party Beaver core exactly as ``arithmetic.bilinear_ss`` does
-    (same key split, same dealer call) and capture what it opens.
+def run_capturing_openings(monkeypatch, fn, *args, **kwargs):
+    """Run ``fn`` (a public protocol, unchanged) and capture every value it opens.
 
-    ``spmd.open_sum`` is wrapped for the duration of the trace so that the
-    opened values come back as outputs of the vmapped party function.
-    Returns the product shares and the opened e, f (as seen by party 0).
+    ``spmd.open_sum`` -- the one helper every arithmetic opening goes through --
+    is wrapped for the call: the wrapper opens as usual and hands the opened
+    words to a ``jax.debug.callback``. Returns ``fn``'s result and a list of
+    ``(what, [opened arrays])`` in protocol order (what party 0 receives; all
+    parties receive the same).
     """
-    k_triple, _ = jax.random.split(key)
-    t = dealer.beaver_triple(k_triple, x.n_parties, x.shape, y.shape, ring.mul)
+    log: list[tuple[str, list]] = []
     open_sum = spmd.open_sum
 
-    def party(xs, ys, a, b, c):
-        seen = []
+    def spy(values, *, what, masked=True):
+        out = open_sum(values, what=what, masked=masked)
+        slot: list = []
+        log.append((what, slot))
+        jax.debug.callback(lambda *leaves: slot.append([np.asarray(v) for v in leaves]), *jax.tree.leaves(out))
+        return out
 
-        def spy(values, **kw):
-            out = open_sum(values, **kw)
-            seen.append(out)
-            return out
-
-        spmd.open_sum = spy
-        try:
-            z = arithmetic.beaver_local(xs, ys, a, b, c, ring.mul)
-        finally:
-            spmd.open_sum = open_sum
-        (e, f), = seen
-        return z, e, f
-
-    z, e, f = jax.vmap(party, axis_name=spmd.PARTY)(x.shares, y.shares, t.a, t.b, t.c)
-    assert np.all(np.asarray(e) == np.asarray(e)[0]) and np.all(np.asarray(f) == np.asarray(f)[0])
-    # the opened values are exactly x - a and y - b
-    np.testing.assert_array_equal(
-        np.asarray(e[0]), reference.ring_sub(reference.open_shares(x.shares), reference.open_shares(t.a))
-    )
-    return np.asarray(z), np.asarray(e[0]), np.asarray(f[0])
+    with monkeypatch.context() as m:
+        m.setattr(spmd, "open_sum", spy)
+        result = jax.block_until_ready(fn(*args, **kwargs))
+        jax.effects_barrier()
+    captured = []
+    for what, slot in log:
+        assert slot, f"opening {what!r} was not captured"
+        for seen in slot[1:]:  # one call per party under some vmap rules: all equal
+            for u, v in zip(seen, slot[0]):
+                np.testing.assert_array_equal(u, v)
+        captured.append((what, slot[0]))
+    return result, captured
 
 
-def ring_tensor(u: np.ndarray, key, n: int) -> SharedTensor:
-    return SharedTensor(tensor.split(key, jnp.asarray(u, jnp.uint64), n), 0)
+#: x for the products: 0, a large constant and random reals; y random in [-1, 1]
+#: (products stay far inside the fixed-point range).
+X_SECRETS = {
+    "zero": np.zeros(N),
+    "big": np.full(N, 2.0**20),
+    "random": np.random.default_rng(5).uniform(-1e3, 1e3, N),
+}
 
 
-@pytest.mark.parametrize("n", [2, 3])
-def test_beaver_openings_are_uniform_and_independent_of_inputs(n):
-    rng = np.random.default_rng(n)
-    inputs = {
-        "zero": np.zeros(N, np.uint64),
-        "big": np.full(N, 2**56, np.uint64),
-        "random": rng.integers(0, 2**64, N, dtype=np.uint64),
-    }
-    y = ring_tensor(rng.integers(0, 2**64, N, dtype=np.uint64), jax.random.key(100 + n), n)
-    opened = {}
-    for i, (name, u) in enumerate(inputs.items()):
-        x = ring_tensor(u, jax.random.key(10 * n + i), n)
-        key = jax.random.key(1000 + 10 * n + i)
-        z, e, f = beaver_opened(x, y, key)
-        # the capture is the real protocol: frac_bits=0 means no truncation, so
-        # arithmetic.mul returns exactly these product shares
-        np.testing.assert_array_equal(z, np.asarray(arithmetic.mul(x, y, key).shares))
-        np.testing.assert_array_equal(reference.open_shares(z), reference.ring_mul(u, reference.open_shares(y.shares)))
-        opened[name] = (e, f)
+@pytest.mark.parametrize("n,trunc", [(2, "dealer"), (3, "dealer"), (2, "local")])
+def test_beaver_openings_are_uniform_and_independent_of_inputs(monkeypatch, n, trunc):
+    """``arithmetic.mul`` as users call it. It opens e = x - a and f = y - b
+    ("beaver") and, with dealer truncation, the masked product ("trunc"); all
+    must be uniform whatever x is, and e independent of x."""
+    y = tensor.share(np.random.default_rng(6).uniform(-1, 1, N), jax.random.key(60 + n), n)
+    views = {}
+    for i, (name, xv) in enumerate(X_SECRETS.items()):
+        x = tensor.share(xv, jax.random.key(10 * n + i), n)
+        out, opened = run_capturing_openings(monkeypatch, arithmetic.mul, x, y, jax.random.key(100 * n + i), trunc=trunc)
+        assert [w for w, _ in opened] == (["beaver", "trunc"] if trunc == "dealer" else ["beaver"])
+        (e, f) = opened[0][1]
+        assert e.shape == f.shape == (N,)
+        views[name] = [e, f] + [v for _, vs in opened[1:] for v in vs]
+        if name == "zero":  # 0 * y: exact up to the truncation unit
+            assert np.max(np.abs(np.asarray(tensor.reveal(out)))) <= 2.0**-F
     ps: list[float] = []
-    for name, (e, f) in opened.items():
-        ps += pvalues_uniform(e) + pvalues_uniform(f)
-        ps.append(pvalue_joint(e, f))  # e and f independent of each other
-    ps += pvalues_same_distribution(opened["zero"][0], opened["big"][0])
-    ps += pvalues_same_distribution(opened["random"][0], opened["zero"][0])
-    ps.append(pvalue_joint(inputs["random"], opened["random"][0]))  # e independent of x
-    assert_no_rejection(ps, f"Beaver openings, {n} parties")
+    for name, vs in views.items():
+        for v in vs:
+            ps += pvalues_uniform(v)
+        ps.append(pvalue_joint(vs[0], vs[1]))  # e and f jointly uniform
+    for k in range(len(views["zero"])):  # each opened value: same law for very different x
+        ps += pvalues_same_distribution(views["zero"][k], views["big"][k])
+        ps += pvalues_same_distribution(views["random"][k], views["big"][k])
+    bins = quantile_bins(X_SECRETS["random"])
+    ps += [pvalue_independent(bins, v) for v in views["random"]]  # independent of x
+    assert_no_rejection(ps, f"Beaver openings, {n} parties, {trunc} truncation")
 
 
-def test_dealer_truncation_opening_is_uniform_and_independent_of_input():
-    """``truncate_dealer_local`` opens x - r; capture it the same way."""
-    opened = {}
+def test_dealer_truncation_opening_is_uniform_and_independent_of_input(monkeypatch):
+    """``arithmetic.truncate`` (dealer pair) opens x - r: uniform for any x."""
+    views = []
     for i, value in enumerate([0.0, 2.0**40]):
         x = tensor.share(np.full(N, value), jax.random.key(i), 3)
-        pair = dealer.trunc_pair(jax.random.key(50 + i), 3, x.shape, F)
-        open_sum = spmd.open_sum
-
-        def party(s, r, rs):
-            seen = []
-
-            def spy(v, **kw):
-                seen.append(open_sum(v, **kw))
-                return seen[-1]
-
-            spmd.open_sum = spy
-            try:
-                out = arithmetic.truncate_dealer_local(s, r, rs, F)
-            finally:
-                spmd.open_sum = open_sum
-            return out, seen[0]
-
-        _, z = jax.vmap(party, axis_name=spmd.PARTY)(x.shares, pair.r, pair.r_shifted)
-        opened[value] = np.asarray(z[0])
-    ps = pvalues_uniform(opened[0.0]) + pvalues_uniform(opened[2.0**40])
-    ps += pvalues_same_distribution(opened[0.0], opened[2.0**40])
+        _, opened = run_capturing_openings(monkeypatch, arithmetic.truncate, x, jax.random.key(50 + i), F)
+        assert [w for w, _ in opened] == ["trunc"]
+        views.append(opened[0][1][0])
+    ps = pvalues_uniform(views[0]) + pvalues_uniform(views[1]) + pvalues_same_distribution(views[0], views[1])
     assert_no_rejection(ps, "truncation opening")
 
 
@@ -263,3 +262,8 @@ def test_tests_reject_flawed_sharings():
         (rng.random(N) < 0.52).astype(np.uint64) << np.uint64(63)
     )
     assert min(pvalues_uniform(biased)) < ALPHA / 100
+    # 5. an opened value that depends on the input (x masked by a 40-bit mask
+    #    only): the independence test sees it
+    x = np.random.default_rng(4).uniform(-1e3, 1e3, N)
+    weak = reference.ring_add(reference.encode(x, F), rng.integers(0, 2**40, N, dtype=np.uint64))
+    assert pvalue_independent(quantile_bins(x), weak) < ALPHA / 100
