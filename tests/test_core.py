@@ -492,6 +492,7 @@ def test_integer_factor_needs_no_truncation():
 
 # ------------------------------------------------------ jit and determinism
 
+
 def _every_protocol(keys, x, y, n: int, trunc: str) -> dict:
     """Share two inputs and run every protocol (and some local ops) on them."""
     xs, ys = tensor.share(x, keys[0], n), tensor.share(y, keys[1], n)
