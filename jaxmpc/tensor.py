@@ -45,6 +45,9 @@ class SharedTensor:
     shares: jax.Array
     frac_bits: int = dataclasses.field(metadata=dict(static=True), default=ring.DEFAULT_FRAC_BITS)
 
+    # numpy_array + shared defers to our __radd__ instead of looping elementwise
+    __array_ufunc__ = None
+
     # ----------------------------------------------------------------- shape
     @property
     def n_parties(self) -> int:
@@ -94,7 +97,7 @@ class SharedTensor:
     def __sub__(self, other: Any) -> "SharedTensor":
         if isinstance(other, SharedTensor):
             return self + (-other)
-        return add_public(self, _negate_public(other))
+        return add_public(self, other, negate=True)
 
     def __rsub__(self, other: Any) -> "SharedTensor":
         return add_public(-self, other)
@@ -118,7 +121,7 @@ class SharedTensor:
             )
         kr = ring.ring(k)
         _check_broadcast(self.shape, kr.shape)
-        return self._with(self.shares * kr)
+        return self._with(_align(self, kr.ndim) * kr)
 
     __rmul__ = __mul__
 
@@ -161,7 +164,7 @@ class SharedTensor:
 
     def broadcast_to(self, shape: Sequence[int]) -> "SharedTensor":
         _check_broadcast(self.shape, tuple(shape), target=True)
-        return self._with(jnp.broadcast_to(self.shares, (self.n_parties,) + tuple(shape)))
+        return self._with(jnp.broadcast_to(_align(self, len(shape)), (self.n_parties,) + tuple(shape)))
 
     def expand_dims(self, axis: int) -> "SharedTensor":
         return self._with(jnp.expand_dims(self.shares, _axis(axis, self.ndim + 1) + 1))
@@ -246,13 +249,11 @@ def _common_repr(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     return to_carrier(a), b
 
 
-def _negate_public(p: Any) -> Any:
-    return -jnp.asarray(p) if not isinstance(p, (int, float)) else -p
-
-
-def add_public(x: SharedTensor, p: Any) -> SharedTensor:
-    """``x + p`` for a public real ``p``: party 0 adds the encoding of ``p``."""
+def add_public(x: SharedTensor, p: Any, *, negate: bool = False) -> SharedTensor:
+    """``x + p`` (or ``x - p``) for a public real ``p``: party 0 adds the encoding of ``p``."""
     enc = ring.encode(p, x.frac_bits)
+    if negate:
+        enc = jnp.zeros_like(enc) - enc
     _check_broadcast(x.shape, enc.shape)
     shape = np.broadcast_shapes(x.shape, enc.shape)
     shares = jnp.broadcast_to(_align(x, len(shape)), (x.n_parties,) + shape)
@@ -316,8 +317,14 @@ def zeros(shape: Sequence[int], n_parties: int, frac_bits: int = ring.DEFAULT_FR
 
 
 def concatenate(xs: Sequence[SharedTensor], axis: int = 0) -> SharedTensor:
-    check_compatible(*xs)
+    check_compatible(*xs, broadcast=False)
     ax = _axis(axis, xs[0].ndim) + 1
+    others = {x.shape[: ax - 1] + x.shape[ax:] for x in xs}
+    if len(others) != 1 or len({x.ndim for x in xs}) != 1:
+        raise ValueError(
+            f"cannot concatenate shapes {[x.shape for x in xs]} along axis {axis}: "
+            "all other dimensions must match"
+        )
     return xs[0]._with(jnp.concatenate([x.shares for x in xs], axis=ax))
 
 

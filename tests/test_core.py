@@ -277,17 +277,8 @@ PAIRS = (
     else [(2, ()), (2, (2, 3, 4)), (3, ()), (3, (3, 4)), (3, (7,)), (5, ()), (5, (3, 4))]
 )
 
-BUG_BROADCAST_TO = pytest.mark.xfail(
-    reason="SharedTensor.broadcast_to calls jnp.broadcast_to(shares, (n,) + shape): when the "
-    "rank grows, NumPy aligns the stacked shares from the right, so the party axis lands on a "
-    "data axis (wrong secret, or an 'Incompatible shapes for broadcasting' error)",
-    strict=True,
-)
-
-
 def _case(op: Op, shape: tuple, n: int):
-    marks = [BUG_BROADCAST_TO] if op.name == "broadcast_to" else []
-    return pytest.param(op, shape, n, id=f"{op.name}-{'x'.join(map(str, shape)) or 'scalar'}-n{n}", marks=marks)
+    return pytest.param(op, shape, n, id=f"{op.name}-{'x'.join(map(str, shape)) or 'scalar'}-n{n}")
 
 
 CASES = [
@@ -859,32 +850,20 @@ def test_property_mul(case, f, seed, local, data):
     assert np.all(np.abs(np.asarray(tensor.reveal(out)) - x * y) <= bound)
 
 
-# ------------------------------------------------------------- known bugs
-# Each of these fails today; see the reason. strict=True: a fix turns them into
-# XPASS failures, the cue to drop the marker.
+# ------------------------------------------------------------- regressions
+# Bugs this suite found once; each test pins the fix.
 
 
-@pytest.mark.xfail(
-    reason="tensor.concatenate calls check_compatible(*xs) with broadcast=True, so tensors "
-    "whose sizes differ along the concatenation axis are rejected as 'do not broadcast'",
-    strict=True,
-)
 @pytest.mark.parametrize("n", [2, 3])
-def test_bug_concatenate_unequal_lengths(n):
+def test_regression_concatenate_unequal_lengths(n):
     a = tensor.share(np.arange(7.0), KEY, n)
     b = tensor.share(np.arange(3.0), KEY, n)
     out = tensor.concatenate([a, b])
     np.testing.assert_array_equal(np.asarray(tensor.reveal(out)), np.concatenate([np.arange(7.0), np.arange(3.0)]))
 
 
-@pytest.mark.xfail(
-    reason="arithmetic.mul_public computes x.shares * enc: a public factor of higher rank "
-    "than x broadcasts against the PARTY axis (wrong shape, or a party mixes in another "
-    "party's factor row, or a confusing broadcasting error)",
-    strict=True,
-)
 @pytest.mark.parametrize("n", [2, 3])
-def test_bug_mul_public_higher_rank_factor(n):
+def test_regression_mul_public_higher_rank_factor(n):
     x = np.arange(4.0)
     c = np.array([[0.5, 1.0, 1.5, 2.0], [-1.0, 2.0, 0.25, 3.0]])
     out = arithmetic.mul_public(tensor.share(x, KEY, n), c, jax.random.key(1))
@@ -892,13 +871,8 @@ def test_bug_mul_public_higher_rank_factor(n):
     np.testing.assert_allclose(np.asarray(tensor.reveal(out)), x * c, atol=4 * U)
 
 
-@pytest.mark.xfail(
-    reason="SharedTensor.__mul__ computes self.shares * ring(k): an integer factor of higher "
-    "rank than x broadcasts against the party axis",
-    strict=True,
-)
 @pytest.mark.parametrize("n", [2, 3])
-def test_bug_int_mul_higher_rank_factor(n):
+def test_regression_int_mul_higher_rank_factor(n):
     x = np.arange(4.0)
     k = np.array([[1, 2, 3, 4], [-1, 0, 5, 2]])
     out = tensor.share(x, KEY, n) * k
@@ -906,22 +880,12 @@ def test_bug_int_mul_higher_rank_factor(n):
     np.testing.assert_array_equal(np.asarray(tensor.reveal(out)), x * k)
 
 
-@pytest.mark.xfail(
-    reason="tensor._negate_public negates the public operand in its own dtype before "
-    "encoding: x - np.uint32(1) subtracts 2**32 - 1",
-    strict=True,
-)
-def test_bug_subtract_unsigned_public():
+def test_regression_subtract_unsigned_public():
     x = tensor.share(np.arange(4.0), KEY)
     np.testing.assert_array_equal(np.asarray(tensor.reveal(x - np.uint32(1))), np.arange(4.0) - 1)
 
 
-@pytest.mark.xfail(
-    reason="SharedTensor does not set __array_ufunc__ = None, so numpy_array + x and "
-    "numpy_array - x are taken over by NumPy: an object array of per-element SharedTensors",
-    strict=True,
-)
-def test_bug_numpy_array_left_operand():
+def test_regression_numpy_array_left_operand():
     x = tensor.share(np.arange(4.0), KEY)
     p = np.array([1.0, 2.0, 3.0, 4.0])
     assert isinstance(p + x, SharedTensor)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmpc import dealer, ring, spmd
-from jaxmpc.tensor import SharedTensor, _check_broadcast, _require_ring, check_compatible
+from jaxmpc.tensor import SharedTensor, _align, _check_broadcast, _require_ring, check_compatible
 
 TruncMethod = Literal["dealer", "local"]
 TRUNC_METHODS = ("dealer", "local")
@@ -125,6 +125,15 @@ def _check_key(key: Any) -> None:
         )
 
 
+def _check_trunc(method: str, n_parties: int) -> None:
+    if method not in TRUNC_METHODS:
+        raise ValueError(f"unknown truncation method {method!r}; use one of {TRUNC_METHODS}")
+    if method == "local" and n_parties != 2:
+        raise ValueError(
+            f"local truncation works for 2 parties only, got {n_parties}; use method='dealer'"
+        )
+
+
 def truncate(
     x: SharedTensor, key: jax.Array, bits: int | None = None, *, method: TruncMethod = "dealer"
 ) -> SharedTensor:
@@ -140,15 +149,10 @@ def truncate(
         bits = x.frac_bits // 2
     if not 0 <= bits <= x.frac_bits:
         raise ValueError(f"cannot truncate {bits} bits from a tensor with frac_bits={x.frac_bits}")
+    _check_trunc(method, x.n_parties if bits else 2)
     if bits == 0:
         return x
-    if method not in TRUNC_METHODS:
-        raise ValueError(f"unknown truncation method {method!r}; use one of {TRUNC_METHODS}")
     if method == "local":
-        if x.n_parties != 2:
-            raise ValueError(
-                f"local truncation works for 2 parties only, got {x.n_parties}; use method='dealer'"
-            )
         out = spmd.party_map(lambda s: truncate_local_2pc(s, bits))(x.shares)
     else:
         _check_key(key)
@@ -194,8 +198,7 @@ def bilinear_ss(
     _check_key(key)
     _check_factors(x, y)
     bits = min(x.frac_bits, y.frac_bits)
-    if trunc not in TRUNC_METHODS:
-        raise ValueError(f"unknown truncation method {trunc!r}; use one of {TRUNC_METHODS}")
+    _check_trunc(trunc, x.n_parties if bits else 2)
 
     def opened(xs, ys, a, b):
         return spmd.open_sum((xs - a, ys - b), what="beaver")
@@ -343,7 +346,7 @@ def mul_public(x: SharedTensor, c: Any, key: jax.Array | None = None, *, trunc: 
     _require_ring(x)
     enc, bits = _encode_public(c, x.frac_bits)
     _check_broadcast(x.shape, tuple(enc.shape))
-    prod = SharedTensor(x.shares * enc, x.frac_bits + bits)
+    prod = SharedTensor(_align(x, enc.ndim) * enc, x.frac_bits + bits)
     return truncate(prod, key, bits, method=trunc) if bits else prod
 
 
