@@ -104,7 +104,7 @@ def truncate_dealer_local(x: jax.Array, r: jax.Array, r_shifted: jax.Array, bits
 
     Open ``z = x - r`` (uniform), then party 0 adds ``z >>_a bits`` to its
     share of ``r >> bits``. Off by at most 1 unit, independently of the
-    shares, except with probability about ``|x| / 2**63`` (wrap of ``x - r``).
+    shares, except with probability about ``|x| / 2**64`` (wrap of ``x - r``).
     Cost: 1 round, ``(n-1) * 8`` bytes per element per party.
     """
     z = spmd.open_sum(x - r, what="trunc")
