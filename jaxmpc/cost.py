@@ -143,6 +143,42 @@ def recording() -> Iterator[list[Opening]]:
         _RECORDERS.reset(token)
 
 
+# Taps: trace-time observers of the opened values themselves (not just their
+# shapes). The opening helpers call :func:`tap` after their collective; with
+# no tap active (the default) it returns ``received`` and adds nothing to the
+# traced program. :mod:`jaxmpc.audit` and :mod:`jaxmpc.debug` install taps.
+_TAPS: contextvars.ContextVar[tuple[Callable[..., Any], ...]] = contextvars.ContextVar(
+    "jaxmpc_open_taps", default=()
+)
+
+
+def tap(opening: Opening, sent: Any, received: Any) -> Any:
+    """Called by the opening helpers while tracing, inside ``party_map``.
+
+    ``sent`` is this party's local pytree of words (its share of each opened
+    value), ``received`` what the collective returned. Every active tap is
+    called as ``fn(opening, sent, received)`` and may return a replacement for
+    ``received`` with the same values (e.g. with a host callback's zero token
+    added, so that the callback runs exactly when the opened value is used);
+    ``None`` keeps it.
+    """
+    for fn in _TAPS.get():
+        out = fn(opening, sent, received)
+        if out is not None:
+            received = out
+    return received
+
+
+@contextlib.contextmanager
+def tapping(fn: Callable[[Opening, Any, Any], Any]) -> Iterator[None]:
+    """Install a tap for everything traced inside the block (see :func:`tap`)."""
+    token = _TAPS.set(_TAPS.get() + (fn,))
+    try:
+        yield
+    finally:
+        _TAPS.reset(token)
+
+
 def cost_of(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Cost:
     """The communication cost of ``fn(*args, **kwargs)``, found without running it.
 

@@ -154,8 +154,8 @@ def open_sum(values: Any, *, what: str, masked: bool = True) -> Any:
     be a pytree of uint64 arrays, all opened in the same round.
     """
     n = n_parties()
-    cost.record(cost.Opening(what, "arith", _shapes(values), masked, n))
-    return jax.tree.map(lambda x: lax.psum(x, PARTY), values)
+    cost.record(op := cost.Opening(what, "arith", _shapes(values), masked, n))
+    return cost.tap(op, values, jax.tree.map(lambda x: lax.psum(x, PARTY), values))
 
 
 def open_xor(values: Any, *, what: str, masked: bool = True) -> Any:
@@ -164,7 +164,7 @@ def open_xor(values: Any, *, what: str, masked: bool = True) -> Any:
     One round; each party sends ``(n-1) * 8`` bytes per word.
     """
     n = n_parties()
-    cost.record(cost.Opening(what, "xor", _shapes(values), masked, n))
+    cost.record(op := cost.Opening(what, "xor", _shapes(values), masked, n))
 
     def xor_all(x):
         gathered = lax.all_gather(x, PARTY)  # (n, ...)
@@ -173,7 +173,7 @@ def open_xor(values: Any, *, what: str, masked: bool = True) -> Any:
             out = out ^ gathered[i]
         return out
 
-    return jax.tree.map(xor_all, values)
+    return cost.tap(op, values, jax.tree.map(xor_all, values))
 
 
 def send_to(values: Any, owner: int, *, what: str, masked: bool = False) -> Any:
@@ -183,15 +183,15 @@ def send_to(values: Any, owner: int, *, what: str, masked: bool = False) -> Any:
     meaningful only at ``owner``; other parties get zeros.
     """
     n = n_parties()
-    cost.record(cost.Opening(what, "send", _shapes(values), masked, n, owner=owner))
+    cost.record(op := cost.Opening(what, "send", _shapes(values), masked, n, owner=owner))
     mine = is_party(owner)
     if in_party_shard_map():
         # Over real devices a psum would deliver the sum to every party; send
         # each share to the owner alone (n-1 point-to-point messages).
-        return jax.tree.map(lambda x: jnp.where(mine, _gather_at(x, owner, n), jnp.zeros_like(x)), values)
-    return jax.tree.map(
-        lambda x: jnp.where(mine, lax.psum(x, PARTY), jnp.zeros_like(x)), values
-    )
+        out = jax.tree.map(lambda x: jnp.where(mine, _gather_at(x, owner, n), jnp.zeros_like(x)), values)
+    else:
+        out = jax.tree.map(lambda x: jnp.where(mine, lax.psum(x, PARTY), jnp.zeros_like(x)), values)
+    return cost.tap(op, values, out)
 
 
 def _gather_at(x: jax.Array, owner: int, n: int) -> jax.Array:
