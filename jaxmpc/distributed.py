@@ -571,14 +571,10 @@ def _global_from_local(mesh: Mesh, axis: str, block: jax.Array | np.ndarray) -> 
     return jax.make_array_from_single_device_arrays(shape, NamedSharding(mesh, PartitionSpec(axis)), [block])
 
 
-_SENT = 0
-
-
 def _send_rows(rt: Runtime, src: int | str, stacked: jax.Array | None, shape: tuple[int, ...]) -> jax.Array | None:
     """``src`` (a party or the dealer) holds ``stacked`` of shape ``(n, *shape)``
     and sends row ``j`` to party ``j`` only. Returns the party-sharded
     ``(n, *shape)`` uint64 array (``None`` at the dealer)."""
-    global _SENT
     n = rt.n_parties
     shape = tuple(int(d) for d in shape)
     holds_src = rt.is_dealer if src == DEALER else rt.holds(src)
@@ -610,7 +606,6 @@ def _send_rows(rt: Runtime, src: int | str, stacked: jax.Array | None, shape: tu
     with _waiting(rt, f"sending shares from {'the dealer' if src == DEALER else f'party {src}'}", first):
         out = program(_global_from_local(mesh, axis, block))
         out.block_until_ready()
-    _SENT += 1
     if rt.role == DEALER:
         return None
     if src == DEALER:  # re-home this party's block on the party mesh (no copy)
@@ -622,9 +617,14 @@ def _send_rows(rt: Runtime, src: int | str, stacked: jax.Array | None, shape: tu
 _SEEN_SCATTERS: set = set()
 
 
-def _flat_layout(templates: Sequence[Any]) -> tuple[list[tuple[int, ...]], int]:
-    shapes = [tuple(t.shape[1:]) for t in templates]
-    return shapes, sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
+@functools.lru_cache(maxsize=None)
+def _concat_program(n: int):
+    return jax.jit(lambda *a: _concat_rows(a, n))
+
+
+@functools.lru_cache(maxsize=None)
+def _split_program(shapes: tuple[tuple[int, ...], ...], n: int, sharding: NamedSharding):
+    return jax.jit(lambda f: _split_rows(f, shapes, n), out_shardings=sharding)
 
 
 def _concat_rows(arrays: Sequence[jax.Array], n: int) -> jax.Array:
@@ -659,20 +659,20 @@ def share_tree(rt: Runtime | None, owner: int, tree: Any, template: Any) -> Any:
     t_leaves, treedef = jax.tree.flatten(template, is_leaf=_is_shared)
     if not all(_is_shared(t) for t in t_leaves):
         raise DistributedError("share_tree: every leaf of the template must be a shared tensor")
-    shapes, _ = _flat_layout([t.shares for t in t_leaves])
+    shapes = tuple(tuple(int(d) for d in t.shares.shape[1:]) for t in t_leaves)
     stacked = None
     if rt.holds(owner):
         leaves = treedef.flatten_up_to(tree)
         for leaf, t in zip(leaves, t_leaves):
             if tuple(leaf.shares.shape) != tuple(t.shares.shape):
                 raise DistributedError(f"share_tree: a leaf has shape {leaf.shares.shape}, template {t.shares.shape}")
-        stacked = jax.jit(lambda *a: _concat_rows(a, n))(*(leaf.shares for leaf in leaves))
+        stacked = _concat_program(n)(*(leaf.shares for leaf in leaves))
     total = sum(int(np.prod(s, dtype=np.int64)) for s in shapes)
     flat = _send_rows(rt, owner, stacked, (total,))
     if flat is None:
         return template
     with jax.set_mesh(rt.party_mesh):
-        parts = jax.jit(lambda f: _split_rows(f, shapes, n), out_shardings=rt.party_sharding)(flat)
+        parts = _split_program(shapes, n, rt.party_sharding)(flat)
     return jax.tree.unflatten(treedef, [dataclasses.replace(t, shares=p) for t, p in zip(t_leaves, parts)])
 
 
@@ -1097,7 +1097,6 @@ class SecureFunction:
         key, leaves, *_ = self._signature(args)
         first = self._runs.get(key, 0) == 0
         self._runs[key] = self._runs.get(key, 0) + 1
-        n = rt.n_parties
         kinds = plan.in_kinds
         keys = [leaf for leaf, k in zip(leaves, kinds) if k == "key"]
         publics = [leaf for leaf, k in zip(leaves, kinds) if k == "public"]
