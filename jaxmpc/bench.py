@@ -60,8 +60,9 @@ from typing import Any, Callable, Iterator, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from jaxmpc import cost, dealer, nn, optim, tensor, train
+from jaxmpc import cost, dealer, losses, nn, optim, tensor, train
 from jaxmpc.protocols import arithmetic, comparison
 
 MIB = 2**20
@@ -227,13 +228,10 @@ def _reference_model(n: int, activation: str, seed: int = 0):
 
 
 def _plain_train_step(config: train.TrainConfig):
-    import optax
-
+    """The same SGD step in plain JAX float32 (as :func:`jaxmpc.train.train_plaintext`)."""
     opt = optax.sgd(config.lr)
 
     def loss(p, x, y):
-        from jaxmpc import losses
-
         return losses.mse_plain(nn.mlp_plain(p, x, activation=config.activation), y)
 
     def step(p, s, x, y):
@@ -295,8 +293,6 @@ def _sgd_case(n: int) -> Callable[[], Built]:
     """One SGD update of all parameters of the reference MLP (gradient -> new params)."""
 
     def build() -> Built:
-        import optax
-
         config, pp, params, optimizer, _, _ = _reference_model(n, "relu")
         grads = nn.share_params(jax.tree.map(lambda p: p * 0.01, pp), _key(11), n, config.frac_bits)
 
@@ -779,8 +775,13 @@ def step_composition(kind: str, activation: str) -> list[tuple[str, int]]:
 
 def breakdowns(results: Sequence[dict]) -> dict[str, dict]:
     """For each measured train step / inference whose secure ops all have a
-    per-op benchmark in ``results``: those ops' timings, largest first."""
+    per-op benchmark in ``results``: those ops' timings, largest first.
+
+    Uses the median CPU time per call where every record has one (it is not
+    inflated by other processes' load, so parts and whole stay comparable on
+    a busy machine), else the median wall time."""
     by_name = {r["name"]: r for r in results}
+    metric = "cpu_median_ms" if all(r.get("cpu_median_ms") for r in results if r["group"] != "memory") else "median_ms"
     out = {}
     for r in results:
         if r["group"] != "e2e" or r["op"] not in ("train_step", "inference"):
@@ -793,7 +794,7 @@ def breakdowns(results: Sequence[dict]) -> dict[str, dict]:
                 missing.append(op)
                 continue
             # several entries may share an op (matmul/64x64x10 twice): merge
-            ms = count * m["median_ms"]
+            ms = count * m[metric]
             for cmp in comps:
                 if cmp["name"] == m["name"]:
                     cmp["count"] += count
@@ -809,8 +810,8 @@ def breakdowns(results: Sequence[dict]) -> dict[str, dict]:
             continue
         comps.sort(key=lambda c: -c["ms"])
         out[r["name"]] = {
-            "measured_ms": r["median_ms"], "sum_of_ops_ms": total,
-            "other_ms": r["median_ms"] - total, "ops": comps,
+            "metric": metric, "measured_ms": r[metric], "sum_of_ops_ms": total,
+            "other_ms": r[metric] - total, "ops": comps,
         }
     return out
 
@@ -902,8 +903,9 @@ def format_report(report: dict) -> str:
             if r.get("device_memory"):
                 lines.append(f"  device memory: {r['device_memory']}")
     for name, b in report["breakdown"].items():
-        lines += ["", f"where the time goes in {name} ({b['measured_ms']:.2f} ms measured; per-op benchmarks, "
-                      f"each a separate jit call):"]
+        what = "CPU time" if b["metric"] == "cpu_median_ms" else "wall time"
+        lines += ["", f"where the time goes in {name}: {b['measured_ms']:.2f} ms {what} (median), split by the "
+                      f"per-op benchmarks of its secure ops (each a separate jit call; dealer = wall time alone):"]
         for c in b["ops"]:
             share = 100 * c["ms"] / b["measured_ms"]
             dealer_part = "" if c["dealer_ms"] is None else f"  (dealer alone {c['dealer_ms']:.3f} ms)"

@@ -121,3 +121,24 @@ def test_dealer_split_of_a_training_step():
     assert full > 0
     assert bench.random_words(bench.dealer_program(calls), *d_args) == full
     assert bench.random_words(bench.online_program(step, calls), pre, *args) == 0
+
+
+def test_breakdown_and_ratios_from_records():
+    """The report's derived parts, from synthetic records: per-op sums (CPU time
+    when every record has it), relu/square ratios, targets."""
+    def rec(name, group, wall, cpu):
+        return {"name": name, "group": group, "op": name.split("/")[0], "median_ms": wall, "cpu_median_ms": cpu,
+                "dealer_ms": wall / 2}
+
+    ops = [rec(f"{op}/2p", "op", 1.0, 2.0) for op, _ in bench.step_composition("inference", "relu")]
+    results = ops + [rec("inference/relu/2p", "e2e", 9.0, 30.0), rec("inference/square/2p", "e2e", 3.0, 10.0)]
+    b = bench.breakdowns(results)
+    assert list(b) == ["inference/relu/2p"]  # square's ops were not all measured
+    inf = b["inference/relu/2p"]
+    assert inf["metric"] == "cpu_median_ms" and inf["measured_ms"] == 30.0
+    assert inf["sum_of_ops_ms"] == 2.0 * len(ops) and inf["other_ms"] == 30.0 - 2.0 * len(ops)
+    assert bench.relu_vs_square(results) == {"inference/2p": 3.0}
+    (t,) = bench.target_report(results)
+    assert (t["name"], t["value"], t["met"]) == ("inference/relu/2p", 9.0, False)
+    del results[0]["cpu_median_ms"]  # one record without CPU time: wall time throughout
+    assert bench.breakdowns(results)["inference/relu/2p"]["metric"] == "median_ms"
