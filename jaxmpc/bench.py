@@ -816,15 +816,16 @@ def breakdowns(results: Sequence[dict]) -> dict[str, dict]:
     return out
 
 
-def relu_vs_square(results: Sequence[dict]) -> dict[str, float]:
+def relu_vs_square(results: Sequence[dict], metric: str = "median_ms") -> dict[str, float]:
+    """``{"train_step/2p": relu time / square time, ...}`` by ``metric``."""
     by_name = {r["name"]: r for r in results}
     out = {}
     for r in results:
         parts = r["name"].split("/")
         if r["group"] == "e2e" and len(parts) == 3 and parts[1] == "relu":
             sq = by_name.get(f"{parts[0]}/square/{parts[2]}")
-            if sq:
-                out[f"{parts[0]}/{parts[2]}"] = r["median_ms"] / sq["median_ms"]
+            if sq and r.get(metric) and sq.get(metric):
+                out[f"{parts[0]}/{parts[2]}"] = r[metric] / sq[metric]
     return out
 
 
@@ -914,6 +915,8 @@ def format_report(report: dict) -> str:
                      "  (carrier conversions, bias adds, key splits; minus what fusion saves)")
     if report["relu_vs_square"]:
         lines += ["", "relu / square time: " + ", ".join(f"{k} {v:.2f}x" for k, v in report["relu_vs_square"].items())]
+        if report.get("relu_vs_square_cpu"):
+            lines.append("  by CPU time: " + ", ".join(f"{k} {v:.2f}x" for k, v in report["relu_vs_square_cpu"].items()))
     for t in report["targets"]:
         lines.append(
             f"target {t['name']} {t['metric']} <= {t['target']:g}: {t['value']:.2f} "
@@ -1038,6 +1041,7 @@ def run(
         "results": results,
         "breakdown": breakdowns(results),
         "relu_vs_square": relu_vs_square(results),
+        "relu_vs_square_cpu": relu_vs_square(results, "cpu_median_ms"),
         "targets": target_report(results),
         "notes": notes,
         "seconds": time.perf_counter() - t_start,

@@ -138,6 +138,7 @@ def test_breakdown_and_ratios_from_records():
     assert inf["metric"] == "cpu_median_ms" and inf["measured_ms"] == 30.0
     assert inf["sum_of_ops_ms"] == 2.0 * len(ops) and inf["other_ms"] == 30.0 - 2.0 * len(ops)
     assert bench.relu_vs_square(results) == {"inference/2p": 3.0}
+    assert bench.relu_vs_square(results, "cpu_median_ms") == {"inference/2p": 3.0}
     (t,) = bench.target_report(results)
     assert (t["name"], t["value"], t["met"]) == ("inference/relu/2p", 9.0, False)
     del results[0]["cpu_median_ms"]  # one record without CPU time: wall time throughout
