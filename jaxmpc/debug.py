@@ -26,10 +26,11 @@ The hooks. The checks are trace-time decisions read from a context variable:
 with no :func:`check_ranges` active they add nothing to the program. The
 protocols call them at these points (docs/fixed_point.md, "Checking a computation"):
 
-* ``arithmetic.truncate``: ``return debug.on_truncate(x, SharedTensor(out, x.frac_bits - bits), bits)``
-* ``arithmetic.bilinear_ss`` (fused Beaver + truncation branch):
+* ``arithmetic.truncate``, last line:
+  ``return debug.on_truncate(x, SharedTensor(out, x.frac_bits - bits), bits)``
+* ``arithmetic.bilinear_ss``, fused branch, after ``out = SharedTensor(...)``:
   ``out = debug.on_product(x, y, out, bilinear, bits)``
-* ``arithmetic.bilinear_transpose_ss`` (fused branch, per output):
+* ``arithmetic.bilinear_transpose_ss``, results loop, when fused:
   ``out = debug.on_truncate(lambda: debug.transpose_product(ct, masks, bil, is_x), out, bits)``
 
 Openings are observed through :func:`jaxmpc.cost.tap`, which the opening
