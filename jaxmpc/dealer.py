@@ -21,7 +21,7 @@ function           invariant                                      used by
 =================  ============================================  ==============
 beaver_triple      ``sum c = B(sum a, sum b)`` for bilinear ``B``  mul, matmul,
                                                                   conv [Beaver91]
-beaver_trunc_...   ``sum c = B(sum a, sum b) - r``,                mul/matmul with
+beaver_trunc_...   ``sum c = B(sum a, sum b) + r``,                mul/matmul with
                    ``sum s = r >>_arith f``                        dealer truncation
 square_pair        ``sum c = (sum a)**2``                          square
 trunc_pair         ``sum s = (sum r) >>_arith f``                  truncate [ABY3]
@@ -58,7 +58,7 @@ class Triple(NamedTuple):
 
 
 class TruncTriple(NamedTuple):
-    """Shares of ``(a, b, c)`` with ``c = B(a, b) - r``, and of ``r >>_arith f``."""
+    """Shares of ``(a, b, c)`` with ``c = B(a, b) + r``, and of ``r >>_arith f``."""
 
     a: jax.Array
     b: jax.Array
@@ -143,8 +143,8 @@ def beaver_trunc_triple(
 ) -> TruncTriple:
     """A Beaver triple whose product is pre-masked for truncation.
 
-    ``c = bilinear(a, b) - r`` and ``r_shifted = r >>_arith bits`` for a
-    uniform ``r``: the parties' Beaver output then sums to ``B(x, y) - r``,
+    ``c = bilinear(a, b) + r`` and ``r_shifted = r >>_arith bits`` for a
+    uniform ``r``: the parties' Beaver output then sums to ``B(x, y) + r``,
     which they open and shift. Compared with a triple plus a separate
     truncation pair, ``r`` itself is never dealt: ``n*(|a|+|b|+2|c|)`` words.
     """
@@ -154,14 +154,14 @@ def beaver_trunc_triple(
     k_r, k_shares = jax.random.split(key)
     r = ring.random_ring(k_r, c_shape)
     a, b, c_rand, s_rand = _party_randomness(k_shares, n_parties, a_shape, b_shape, c_shape, c_shape)
-    c = _correct_last(c_rand[:-1], bilinear(_total(a), _total(b)) - r)
+    c = _correct_last(c_rand[:-1], bilinear(_total(a), _total(b)) + r)
     return TruncTriple(a, b, c, _correct_last(s_rand[:-1], ring.arith_shift_right(r, bits)))
 
 
 class TransposeTriples(NamedTuple):
     """Correlations for the backward pass of a Beaver product, reusing its masks.
 
-    ``m`` masks the cotangent; ``c_x = Bx(m, b) - r_x``, ``c_y = By(a, m) - r_y``
+    ``m`` masks the cotangent; ``c_x = Bx(m, b) + r_x``, ``c_y = By(a, m) + r_y``
     with ``s_* = r_* >> bits_*`` (``r = 0`` and ``s = None`` where no
     truncation is fused). Entries not needed are None.
     """
@@ -188,7 +188,7 @@ def beaver_transpose_triples(
     The dealer dealt ``a`` and ``b`` for the forward product and remembers
     them (here: their stacked shares are passed back in). Only the
     cotangent's mask ``m`` is fresh, so the backward pass opens ``ct - m``
-    alone. Invariants: ``sum c_x = Bx(m, b) - r_x``, ``sum s_x = r_x >> bits_x``
+    alone. Invariants: ``sum c_x = Bx(m, b) + r_x``, ``sum s_x = r_x >> bits_x``
     (likewise for y). Words: ``n*(|m| + 2|dx| + 2|dy|)`` at most.
     """
     n = a.shape[0]
@@ -209,7 +209,7 @@ def beaver_transpose_triples(
             return _correct_last(c_rand[:-1], product), None
         r = ring.random_ring(k, product.shape)
         return (
-            _correct_last(c_rand[:-1], product - r),
+            _correct_last(c_rand[:-1], product + r),
             _correct_last(s_rand[:-1], ring.arith_shift_right(r, bits)),
         )
 

@@ -62,8 +62,8 @@ def beaver_trunc_local(
 ) -> jax.Array:
     """One party's share of ``B(x, y) >> bits``: Beaver and dealer truncation fused.
 
-    With ``sum c = B(a, b) - r`` (:func:`jaxmpc.dealer.beaver_trunc_triple`)
-    the Beaver output sums to ``B(x, y) - r``; open it (uniform) and party 0
+    With ``sum c = B(a, b) + r`` (:func:`jaxmpc.dealer.beaver_trunc_triple`)
+    the Beaver output sums to ``B(x, y) + r``; open it (uniform) and party 0
     adds its arithmetic shift to the share of ``r >> bits``. Same rounds and
     bytes as :func:`beaver_local` then :func:`truncate_dealer_local` (2 rounds),
     with one dealt word fewer per output element and party.
@@ -71,7 +71,7 @@ def beaver_trunc_local(
     masked = beaver_local(x, y, a, b, c, bilinear)
     z = spmd.open_sum(masked, what="trunc")
     lead = jnp.where(spmd.is_party(0), ring.arith_shift_right(z, bits), jnp.zeros_like(z))
-    return r_shifted + lead
+    return lead - r_shifted
 
 
 def square_local(x: jax.Array, a: jax.Array, c: jax.Array) -> jax.Array:
@@ -102,14 +102,16 @@ def truncate_local_2pc(x: jax.Array, bits: int) -> jax.Array:
 def truncate_dealer_local(x: jax.Array, r: jax.Array, r_shifted: jax.Array, bits: int) -> jax.Array:
     """Truncation with a dealer pair ``(r, r >> bits)`` [ABY3], any number of parties.
 
-    Open ``z = x - r`` (uniform), then party 0 adds ``z >>_a bits`` to its
+    Open ``z = x + r`` (uniform), then party 0 adds ``z >>_a bits`` to minus its
     share of ``r >> bits``. Off by at most 1 unit, independently of the
-    shares, except with probability about ``|x| / 2**64`` (wrap of ``x - r``).
+    shares, except with probability about ``|x| / 2**64`` (wrap of ``x + r``).
+    Opening ``x + r`` rather than ``x - r`` makes the error unbiased:
+    ``floor(z/2^b) - floor(r/2^b)`` is ``floor(x/2^b)`` or one more.
     Cost: 1 round, ``(n-1) * 8`` bytes per element per party.
     """
-    z = spmd.open_sum(x - r, what="trunc")
+    z = spmd.open_sum(x + r, what="trunc")
     lead = jnp.where(spmd.is_party(0), ring.arith_shift_right(z, bits), jnp.zeros_like(z))
-    return r_shifted + lead
+    return lead - r_shifted
 
 
 # -------------------------------------------------------------- public wrappers
@@ -210,7 +212,7 @@ def bilinear_ss(
             e, f = opened(xs, ys, a, b)
             z = spmd.open_sum(beaver_opened_local(e, f, a, b, c, bilinear), what="trunc")
             lead = jnp.where(spmd.is_party(0), ring.arith_shift_right(z, bits), jnp.zeros_like(z))
-            return rs + lead, e, f
+            return lead - rs, e, f
 
         z, e, f = spmd.party_map(local)(x.shares, y.shares, t.a, t.b, t.c, t.r_shifted)
         out = SharedTensor(z, x.frac_bits + y.frac_bits - bits)
@@ -270,7 +272,7 @@ def bilinear_transpose_ss(
             opened = spmd.open_sum(tuple(outs[i] for i in to_open), what="trunc")
             for i, z in zip(to_open, opened):
                 lead = jnp.where(spmd.is_party(0), ring.arith_shift_right(z, wanted[i][1]), jnp.zeros_like(z))
-                outs[i] = ss[i] + lead
+                outs[i] = lead - ss[i]
         return outs
 
     cs = [w[2] for w in wanted]
