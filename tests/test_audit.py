@@ -36,7 +36,7 @@ SIZES = (6, 5, 2)
 BATCH = 4
 EXPECTED_LABELS = {
     ("beaver", True),  # x - a, y - b of every product (and the cotangent's in the backward pass)
-    ("trunc", True),  # x - r of every truncation (fused with the products)
+    ("trunc", True),  # x + r of every truncation (fused with the products)
     ("square", True),  # x - a of the squared error
     ("and", True),  # masked words of the AND gates inside the comparisons (relu, argmax)
     ("b2a", True),  # masked sign bits turned into arithmetic shares
