@@ -844,7 +844,7 @@ def test_property_mul(case, f, seed, local, data):
     ref = reference.mul(reference.share(x, None, n, f), reference.share(y, None, n, f))
     assert out.shape == ref.shape and out.frac_bits == f
     diff = signed_diff(opened(out), ref.value)
-    allowed = {0} if f == 0 else ({-1, 0} if trunc == "dealer" else {0, 1})
+    allowed = {0} if f == 0 else {0, 1}
     assert set(np.unique(diff).tolist()) <= allowed
     bound = 2.0**-f * (0.25 + TRUNC + 0.5 * (np.abs(x) + np.abs(y))) + 4 * np.finfo(np.float64).eps * np.abs(x * y)
     assert np.all(np.abs(np.asarray(tensor.reveal(out)) - x * y) <= bound)
