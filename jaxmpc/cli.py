@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
@@ -105,6 +106,10 @@ def _run_train(args: argparse.Namespace) -> int:
         max_batches=args.max_batches, prng=args.prng,
     )
     config.validate()
+    if args.save:
+        directory = os.path.dirname(os.path.abspath(args.save))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"--save: directory {directory} does not exist")
     log = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
     progress = args.log_every != 1 and not args.quiet and sys.stderr.isatty()
     result = train.train(
@@ -138,10 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed its message (or --help)
+        return int(e.code or 0)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, TypeError, OSError, EOFError, ImportError, RuntimeError) as e:
         print(f"jaxmpc {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

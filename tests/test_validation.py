@@ -95,8 +95,7 @@ CASES: list[Case] = [
     C("tensor", "axis out of range", "X.sum(axis=3)", ValueError, "axis 3 is out of range"),
     C("tensor", "reveal of a plain array", "tensor.reveal(np.ones(3))", TypeError, "expected a SharedTensor"),
     C("tensor", "reveal to a party that does not exist", "tensor.reveal_to(X, 5)", ValueError, "not a party"),
-    C("tensor", "reveal to a non-integer party", "tensor.reveal_to(X, 1.5)", ValueError, "owner",
-      gap="tensor.reveal_to does not check that owner is an int: a JAX dtype/indexing error instead"),
+    C("tensor", "reveal to a non-integer party", "tensor.reveal_to(X, 1.5)", TypeError, "owner"),
     C("tensor", "XOR-sharing among one party", "binary.share_bits(np.arange(3), KEY, 1)", ValueError,
       "at least 2 parties"),
     # ------------------------------------------------------------ protocols
@@ -108,8 +107,7 @@ CASES: list[Case] = [
       "different numbers of parties"),
     C("protocols", "truncating more bits than there are", "arithmetic.truncate(X, KEY, 17)", ValueError,
       "cannot truncate 17 bits"),
-    C("protocols", "non-integer truncation", "arithmetic.truncate(X, KEY, 1.5)", TypeError, "bits",
-      gap="arithmetic.truncate accepts bits=1.5: it shifts by 1 and sets frac_bits=14.5 (check isinstance int)"),
+    C("protocols", "non-integer truncation", "arithmetic.truncate(X, KEY, 1.5)", TypeError, "bits"),
     C("protocols", "local truncation with 3 parties", "arithmetic.truncate(X3, KEY, 8, method='local')",
       ValueError, "2 parties only"),
     C("protocols", "unknown truncation method", "arithmetic.truncate(X, KEY, 8, method='floor')", ValueError,
@@ -139,7 +137,7 @@ CASES: list[Case] = [
     C("nn", "data and model shared among different parties",
       "nn.mlp(PARAMS, tensor.share(np.ones((2, 4)), KEY, 3), KEY)", ValueError, "different numbers of parties"),
     C("nn", "plaintext input to the secure model", "nn.mlp(PARAMS, np.ones((2, 4)), KEY)", TypeError,
-      "SharedTensor", gap="nn.mlp with a plain array: AttributeError 'is_carrier' instead of a TypeError"),
+      "SharedTensor"),
     C("nn", "NaN in the model", "nn.share_params([{'w': np.full((2, 2), np.nan), 'b': np.zeros(2)}], KEY, 2)",
       ValueError, "non-finite"),
     C("losses", "mismatched batch sizes", "losses.mse(tensor.share(np.ones((2, 3)), KEY), tensor.share(np.ones((3, 3)), KEY), KEY)",
@@ -151,8 +149,7 @@ CASES: list[Case] = [
     C("optim", "NaN learning rate", "optim.sgd(float('nan'), KEY)", ValueError, "finite number"),
     C("optim", "negative learning rate", "optim.sgd(-0.1, KEY)", ValueError, "outside"),
     C("optim", "momentum of 1", "optim.sgd(0.1, KEY, momentum=1.0)", ValueError, "momentum=1.0 is outside"),
-    C("optim", "optimizer key is not a key", "optim.sgd(0.1, 'key')", TypeError, "PRNG key",
-      gap="optim.sgd does not check its key; the first update fails inside jax.random.split"),
+    C("optim", "optimizer key is not a key", "optim.sgd(0.1, 'key')", TypeError, "PRNG key"),
     # ------------------------------------------------------------ data
     C("data", "unknown data source", "data.load_mnist('mnist')", ValueError, "unknown MNIST source 'mnist'"),
     C("data", "IDX without a directory", "data.load_mnist('idx')", ValueError, "needs path"),
@@ -180,10 +177,8 @@ CASES: list[Case] = [
     C("data", "a path for the offline source", "data.load_mnist('offline', path='x')", ValueError, "path is not used"),
     C("data", "offline file with wrong columns", "offline_copy(FILES['csv_columns'])", ValueError,
       "expected rows of 784 pixels"),
-    C("data", "offline file truncated", "offline_copy(FILES['csv_truncated'])", ValueError, "corrupted|truncated",
-      gap="data._load_offline lets gzip's EOFError escape (the CLI then prints a traceback)"),
-    C("data", "offline file that is not gzip", "offline_copy(FILES['csv_not_gzip'])", ValueError, "corrupted|gzip",
-      gap="data._load_offline lets gzip.BadGzipFile (an OSError) escape (the CLI prints a traceback)"),
+    C("data", "offline file truncated", "offline_copy(FILES['csv_truncated'])", ValueError, "corrupted|truncated"),
+    C("data", "offline file that is not gzip", "offline_copy(FILES['csv_not_gzip'])", ValueError, "corrupted|gzip"),
     C("data", "tfds source without tensorflow-datasets", "without_tfds(lambda: data.load_mnist('tfds'))",
       ImportError, "pip install tensorflow-datasets"),
     C("data", "x and y of different lengths", "data.batches(np.ones((10, 3)), np.ones(9), 2)", ValueError,
@@ -205,9 +200,7 @@ CASES: list[Case] = [
       ValueError, "2 parties only"),
     C("train", "precision too coarse", "train.TrainConfig(frac_bits=4).validate()", ValueError, "too coarse"),
     C("train", "precision so fine that products overflow", "train.TrainConfig(frac_bits=30).validate()", ValueError,
-      "frac_bits",
-      gap="TrainConfig.validate accepts frac_bits up to 40, but products need |x*y| < 2**(63-2f) (4 at f=30) and "
-      "truncations fail with probability |x*y|*2**(2f-64) (1/16 for x*y=1 at f=30): cap it near 24"),
+      "frac_bits"),
     C("train", "unknown PRNG", "train.TrainConfig(prng='mt19937').validate()", ValueError, "unknown prng"),
     C("train", "infinite learning rate", "train.TrainConfig(lr=float('inf')).validate()", ValueError,
       "finite number"),
@@ -252,14 +245,12 @@ CASES: list[Case] = [
     C("cli", "more examples than the offline set has", "cli(['train', '--n-train', '4500', '--n-test', '1000'])",
       CliError, "offline set has only 5,000"),
     C("cli", "tfds source without tensorflow-datasets", "without_tfds(lambda: cli(['train', '--data', 'tfds']))",
-      CliError, "tensorflow.datasets",
-      gap="cli.main catches only ValueError/FileNotFoundError/RuntimeError: ImportError escapes as a traceback"),
+      CliError, "tensorflow.datasets"),
     C("cli", "truncated offline data file", "offline_copy(FILES['csv_truncated'], cli, ['train'])", CliError,
-      "corrupted|truncated", gap="EOFError from data._load_offline escapes cli.main as a traceback"),
+      "corrupted|truncated"),
     C("cli", "--save into a directory that does not exist",
       "cli_without_training(['train', '--save', FILES['empty'] + '/no/such/dir/model.npz'])", CliError,
-      "no/such/dir", gap="--save is checked only after the whole training run (cli._run_train); check the "
-      "directory up front"),
+      "no/such/dir"),
 ]
 
 
@@ -495,8 +486,6 @@ def test_doc_is_in_sync():
     )
 
 
-@pytest.mark.xfail(strict=True, reason="cli.main calls parser.parse_args unguarded: argparse errors raise "
-                   "SystemExit(2) instead of returning 2 (wrap it: `except SystemExit as e: return e.code`)")
 def test_cli_main_returns_2_for_argparse_errors():
     with contextlib.redirect_stderr(io.StringIO()):
         assert cli_module.main(["train", "--batch-size", "0"]) == 2

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmpc import dealer, ring, spmd
+from jaxmpc import dealer, debug, ring, spmd
 from jaxmpc.tensor import SharedTensor, _align, _check_broadcast, _require_ring, check_compatible
 
 TruncMethod = Literal["dealer", "local"]
@@ -149,6 +149,8 @@ def truncate(
     _require_ring(x)
     if bits is None:
         bits = x.frac_bits // 2
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
+        raise TypeError(f"bits must be an int, got {bits!r}")
     if not 0 <= bits <= x.frac_bits:
         raise ValueError(f"cannot truncate {bits} bits from a tensor with frac_bits={x.frac_bits}")
     _check_trunc(method, x.n_parties if bits else 2)
@@ -162,7 +164,7 @@ def truncate(
         out = spmd.party_map(lambda s, r, rs: truncate_dealer_local(s, r, rs, bits))(
             x.shares, pair.r, pair.r_shifted
         )
-    return SharedTensor(out, x.frac_bits - bits)
+    return debug.on_truncate(x, SharedTensor(out, x.frac_bits - bits), bits)
 
 
 class BeaverMasks(NamedTuple):
@@ -216,6 +218,7 @@ def bilinear_ss(
 
         z, e, f = spmd.party_map(local)(x.shares, y.shares, t.a, t.b, t.c, t.r_shifted)
         out = SharedTensor(z, x.frac_bits + y.frac_bits - bits)
+        out = debug.on_product(x, y, out, bilinear, bits)
     else:
         k_triple, k_trunc = jax.random.split(key)
         t = dealer.beaver_triple(k_triple, x.n_parties, x.shape, y.shape, bilinear)
@@ -284,6 +287,10 @@ def bilinear_transpose_ss(
         out = SharedTensor(z, frac - bits) if fuse else truncate(
             SharedTensor(z, frac), jax.random.fold_in(key, 7 + is_x), bits, method=trunc
         )
+        if fuse:
+            out = debug.on_truncate(
+                lambda bil=bil, is_x=is_x: debug.transpose_product(ct, masks, bil, is_x), out, bits
+            )
         results.append(out)
     it = iter(results)
     return (next(it) if bx else None, next(it) if by else None)
