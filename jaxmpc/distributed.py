@@ -1342,6 +1342,20 @@ def _batch_step(step: Callable) -> Callable:
     return run
 
 
+def recorded(fn: Callable[..., Any], n_parties: int) -> Callable[..., Any]:
+    """``fn`` jit-compiled in the simulation, also returning the dealer's output
+    rows ``(n, words)`` in the order a distributed run sends them (row ``i``
+    is what party ``i`` receives)."""
+
+    def run(*args):
+        tap = _DealerTap("record", n_parties)
+        with tap.active():
+            out = fn(*args)
+        return out, _concat_rows(tap.outputs, n_parties)
+
+    return jax.jit(run)
+
+
 def simulate(c: DemoConfig) -> dict[str, Any]:
     """The whole demo in one process, simulated (vmap over the party axis):
     the reference the distributed run must match bit for bit."""
@@ -1352,8 +1366,8 @@ def simulate(c: DemoConfig) -> dict[str, Any]:
     x, y = demo_inputs(c)
     xs_ = tensor.share(x, keys["x"], n, c.frac_bits)
     ys_ = tensor.share(y, keys["y"], n, c.frac_bits)
-    ops = jax.jit(demo_secure_ops)(xs_, ys_, keys["mul"])
-    out = {"x_shares": xs_, "y_shares": ys_, "ops": ops,
+    ops, feed = recorded(demo_secure_ops, n)(xs_, ys_, keys["mul"])
+    out = {"x_shares": xs_, "y_shares": ys_, "ops": ops, "feed": SharedTensor(feed, 0),
            "ops_revealed": {k: np.asarray(tensor.reveal(v)) for k, v in ops.items()}, "losses": [], "step_times": []}
     if c.steps == 0:
         return out
@@ -1466,7 +1480,9 @@ def run_demo(rt: Runtime, c: DemoConfig, *, log: Callable[[str], None] = print, 
         return tensor.concatenate(px, 0)[inv], tensor.concatenate(py, 0)[inv]
 
     sx, sy = secure_jit(assemble, rt, name="batch assembly")(parts_x, parts_y, inverse)
-    opt = optim.sgd(tc.lr, keys["opt"], tc.momentum, trunc=tc.trunc)
+    # the optimizer's key is the dealer's (its truncations); the parties hold a constant stand-in
+    k_opt = keys["opt"] if rt.is_dealer else _dummy_key(keys["opt"])
+    opt = optim.sgd(tc.lr, k_opt, tc.momentum, trunc=tc.trunc)
     state = opt.init(params) if rt.is_party else opt.init(template_params)
     step = secure_jit(_batch_step(train.make_train_step(tc, opt)), rt, name="training step")
     losses, times, cpu = [], [], []
@@ -1549,7 +1565,7 @@ def _named_shared_plain(tree: Any) -> dict[str, np.ndarray]:
 def _check_against_simulation(rt, c, shared, losses, model, log) -> str:
     """Compare this party's shares with share ``i`` of the simulated run (all seeds known: demo only)."""
     sim = simulate(c)
-    ref = {"x": sim["x_shares"], "y": sim["y_shares"], "ops": sim["ops"]}
+    ref = {"x": sim["x_shares"], "y": sim["y_shares"], "ops": sim["ops"], "feed": sim["feed"]}
     if c.steps:
         ref.update(data_x=sim["data_x"], data_y=sim["data_y"], params=sim["params"])
     mine, theirs = _named_shared(shared), _named_shared(ref)
@@ -1630,6 +1646,10 @@ def _launch(args: argparse.Namespace) -> int:
         print("jaxmpc launch: error: give the command to run after --, e.g. "
               "jaxmpc launch --parties 2 -- party-demo", file=sys.stderr)
         return EXIT_CONFIG
+    if command[0] not in DISTRIBUTED_COMMANDS:
+        print(f"jaxmpc launch: warning: {command[0]!r} does not join the distributed runtime; every "
+              f"process will run it on its own (distributed commands: {', '.join(DISTRIBUTED_COMMANDS)})",
+              file=sys.stderr, flush=True)
     n = args.parties
     port = args.port or free_port()
     host = args.host
@@ -1713,6 +1733,10 @@ def _launch(args: argparse.Namespace) -> int:
     return 0
 
 
+#: subcommands that run as one role of a distributed computation (what `jaxmpc launch` is for)
+DISTRIBUTED_COMMANDS = ("party-demo",)
+
+
 def _describe_exit(rc: int) -> str:
     if rc == EXIT_PEER_FAILURE:
         return "exit code 3: it lost a peer"
@@ -1756,7 +1780,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "launch",
         help="start N parties and the dealer as processes on this machine",
-        description="Run a distributed jaxmpc command with every party and the dealer as separate "
+        description="Run a distributed jaxmpc command with every party and the dealer as separate\n"
         "processes on this machine, joined by JAX's distributed runtime over loopback.",
         epilog=LAUNCH_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1775,12 +1799,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser(
         "party-demo",
         help="one party of a distributed demo: secure product, comparison, training steps",
-        description="Run as one party (or the dealer) of a distributed computation: party 0 and "
-        "party 1 share inputs x and y, the parties compute x*y, [x<y] and relu(x) on shares, then "
-        "train the 784-128-64-10 MLP for a few steps (party 0 owns the model, each party its own "
-        "batches), reveal the loss each step, and send the model back to party 0 only. Start it "
-        f"with `jaxmpc launch --parties N -- party-demo`, or on each host with {ENV_COORDINATOR}, "
-        f"{ENV_NUM_PARTIES} and {ENV_PARTY_ID} set.",
+        description="Run as one party (or the dealer) of a distributed computation: party 0 and\n"
+        "party 1 share inputs x and y, the parties compute x*y, [x<y] and relu(x) on shares,\n"
+        "then train the 784-128-64-10 MLP for a few steps (party 0 owns the model, each party\n"
+        "its own batches), reveal the loss after each step, and send the model back to party 0\n"
+        "only. Start it with `jaxmpc launch --parties N -- party-demo`, or on each host with\n"
+        f"{ENV_COORDINATOR}, {ENV_NUM_PARTIES} and {ENV_PARTY_ID} set (see docs/distributed.md).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     d.add_argument("--coordinator", default=None, help=f"host:port of the coordinator (default ${ENV_COORDINATOR})")
