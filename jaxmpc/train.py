@@ -367,7 +367,7 @@ def save_params(path: str, params: nn.Params) -> None:
 def load_params(path: str) -> nn.Params:
     """Load parameters saved by :func:`save_params`, checking the layout."""
     try:
-        with np.load(path) as f:
+        with open(path, "rb") as fh, np.load(fh) as f:
             files = dict(f)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"cannot read model file {path!r}: {e}") from None
