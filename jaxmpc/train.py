@@ -262,6 +262,12 @@ def train(
     n = config.parties
     ds = data.load_mnist(config.data, path=config.data_dir, n_train=config.n_train, n_test=config.n_test, seed=0)
     log(f"data: {ds.source}")
+    n_whole = (len(ds.x_test) // config.test_batch_size) * config.test_batch_size
+    if n_whole < len(ds.x_test):
+        log(
+            f"test: evaluating {n_whole} of {len(ds.x_test)} items "
+            f"(whole batches of {config.test_batch_size}; the last {len(ds.x_test) - n_whole} are left out)"
+        )
     x_train, x_test = data.normalize(ds.x_train), data.normalize(ds.x_test)
     y_train = data.one_hot(ds.y_train)
     n_test = (len(x_test) // config.test_batch_size) * config.test_batch_size
