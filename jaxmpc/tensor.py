@@ -218,7 +218,7 @@ def to_carrier(u: jax.Array) -> jax.Array:
     """uint64 -> complex128 carrier: real = high 32 bits, imag = low 32 bits."""
     hi = (u >> jnp.uint64(32)).astype(jnp.float64)
     lo = (u & jnp.uint64(0xFFFFFFFF)).astype(jnp.float64)
-    return lax_complex(hi, lo)
+    return jax.lax.complex(hi, lo)
 
 
 def from_carrier(c: jax.Array) -> jax.Array:
@@ -226,10 +226,6 @@ def from_carrier(c: jax.Array) -> jax.Array:
     hi = ring.from_signed(jnp.real(c).astype(jnp.int64))
     lo = ring.from_signed(jnp.imag(c).astype(jnp.int64))
     return (hi << jnp.uint64(32)) + lo
-
-
-def lax_complex(re: jax.Array, im: jax.Array) -> jax.Array:
-    return jax.lax.complex(re, im)
 
 
 def _align(x: SharedTensor, ndim: int) -> jax.Array:

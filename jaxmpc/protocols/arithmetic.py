@@ -50,30 +50,6 @@ def beaver_local(
     return beaver_opened_local(e, f, a, b, c, bilinear)
 
 
-def beaver_trunc_local(
-    x: jax.Array,
-    y: jax.Array,
-    a: jax.Array,
-    b: jax.Array,
-    c: jax.Array,
-    r_shifted: jax.Array,
-    bilinear: ring.Bilinear,
-    bits: int,
-) -> jax.Array:
-    """One party's share of ``B(x, y) >> bits``: Beaver and dealer truncation fused.
-
-    With ``sum c = B(a, b) + r`` (:func:`jaxmpc.dealer.beaver_trunc_triple`)
-    the Beaver output sums to ``B(x, y) + r``; open it (uniform) and party 0
-    adds its arithmetic shift to the share of ``r >> bits``. Same rounds and
-    bytes as :func:`beaver_local` then :func:`truncate_dealer_local` (2 rounds),
-    with one dealt word fewer per output element and party.
-    """
-    masked = beaver_local(x, y, a, b, c, bilinear)
-    z = spmd.open_sum(masked, what="trunc")
-    lead = jnp.where(spmd.is_party(0), ring.arith_shift_right(z, bits), jnp.zeros_like(z))
-    return lead - r_shifted
-
-
 def square_local(x: jax.Array, a: jax.Array, c: jax.Array) -> jax.Array:
     """One party's share of ``x*x`` from a square pair ``(a, a*a)``.
 
@@ -109,7 +85,12 @@ def truncate_dealer_local(x: jax.Array, r: jax.Array, r_shifted: jax.Array, bits
     ``floor(z/2^b) - floor(r/2^b)`` is ``floor(x/2^b)`` or one more.
     Cost: 1 round, ``(n-1) * 8`` bytes per element per party.
     """
-    z = spmd.open_sum(x + r, what="trunc")
+    return _open_shifted(x + r, r_shifted, bits)
+
+
+def _open_shifted(masked: jax.Array, r_shifted: jax.Array, bits: int) -> jax.Array:
+    """Open ``z = v + r`` and return shares of ``(z >>_a bits) - (r >>_a bits)``."""
+    z = spmd.open_sum(masked, what="trunc")
     lead = jnp.where(spmd.is_party(0), ring.arith_shift_right(z, bits), jnp.zeros_like(z))
     return lead - r_shifted
 
@@ -193,7 +174,9 @@ def bilinear_ss(
     The product carries ``fx + fy`` fractional bits; ``min(fx, fy)`` are
     truncated so the result has ``max(fx, fy)``. Cost: 1 round (Beaver) plus
     1 round for a dealer truncation. With dealer truncation the two are fused
-    (:func:`beaver_trunc_local`) unless ``fused=False``, the reference path.
+    unless ``fused=False`` (the reference path): the dealer's triple has
+    ``c = B(a, b) + r`` (:func:`jaxmpc.dealer.beaver_trunc_triple`), so the
+    Beaver output is already masked for truncation and ``r`` is never dealt.
     With ``keep_masks`` also returns the :class:`BeaverMasks` that
     :func:`bilinear_transpose_ss` reuses.
     """
@@ -211,10 +194,9 @@ def bilinear_ss(
         t = dealer.beaver_trunc_triple(key, x.n_parties, x.shape, y.shape, bilinear, bits)
 
         def local(xs, ys, a, b, c, rs):
+            # c sums to B(a, b) + r, so the Beaver output sums to B(x, y) + r
             e, f = opened(xs, ys, a, b)
-            z = spmd.open_sum(beaver_opened_local(e, f, a, b, c, bilinear), what="trunc")
-            lead = jnp.where(spmd.is_party(0), ring.arith_shift_right(z, bits), jnp.zeros_like(z))
-            return lead - rs, e, f
+            return _open_shifted(beaver_opened_local(e, f, a, b, c, bilinear), rs, bits), e, f
 
         z, e, f = spmd.party_map(local)(x.shares, y.shares, t.a, t.b, t.c, t.r_shifted)
         out = SharedTensor(z, x.frac_bits + y.frac_bits - bits)
