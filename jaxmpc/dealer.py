@@ -80,27 +80,46 @@ class SharedBit(NamedTuple):
     xor: jax.Array
 
 
-def _party_randomness(key: jax.Array, n_parties: int, *shapes: Sequence[int]) -> list[jax.Array]:
-    """Uniform words for every party, one ``(n_parties, *shape)`` array per shape.
-
-    Party ``i``'s words come from ``fold_in(key, i)`` alone (so a party can
-    expand them from a seed it shares with the dealer); all shapes are drawn
-    in one PRNG call per party, which keeps the compiled program small.
-    """
-    shapes = [tuple(int(d) for d in s) for s in shapes]
+def _draw(keys: jax.Array, shapes: list[tuple[int, ...]]) -> list[jax.Array]:
+    """Uniform words from each key (one PRNG call per key), one ``(len(keys), *shape)`` array per shape."""
     sizes = [math.prod(s) for s in shapes]
-    party_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_parties, dtype=jnp.uint32))
-    flat = jax.vmap(lambda k: ring.random_ring(k, (sum(sizes),)))(party_keys)
+    flat = jax.vmap(lambda k: ring.random_ring(k, (sum(sizes),)))(keys)
     out, start = [], 0
     for shape, size in zip(shapes, sizes):
-        out.append(flat[:, start : start + size].reshape((n_parties,) + shape))
+        out.append(flat[:, start : start + size].reshape((keys.shape[0],) + shape))
         start += size
     return out
 
 
+def _party_randomness(
+    key: jax.Array, n_parties: int, shapes: Sequence[Sequence[int]], derived: Sequence[Sequence[int]] = ()
+) -> tuple[list[jax.Array], list[jax.Array]]:
+    """Each party's seeded words: ``(uniform, others)``.
+
+    ``uniform``: one ``(n_parties, *shape)`` array per shape in ``shapes``
+    (shares of random values, every party's from its own seed). ``others``:
+    one ``(n_parties - 1, *shape)`` array per shape in ``derived``, the seeded
+    shares of parties ``0..n-2`` of a derived value; the dealer computes the
+    last party's share (:func:`_correct_last`), so no words are drawn for it.
+
+    Party ``i``'s words come from ``fold_in(key, i)`` alone (so a party can
+    expand them from a seed it shares with the dealer): ``uniform`` from that
+    key, ``others`` from ``fold_in(fold_in(key, i), 1)``; one PRNG call each.
+    """
+    shapes = [tuple(int(d) for d in s) for s in shapes]
+    derived = [tuple(int(d) for d in s) for s in derived]
+    party_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n_parties, dtype=jnp.uint32))
+    uniform = _draw(party_keys, shapes) if shapes else []
+    others = []
+    if derived:
+        derived_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(party_keys[:-1])
+        others = _draw(derived_keys, derived)
+    return uniform, others
+
+
 def _correct_last(others: jax.Array, secret: jax.Array) -> jax.Array:
-    """Random shares ``others`` for parties ``0..n-2``; the last share is the
-    dealer's correction ``secret - sum(others)``."""
+    """Seeded shares ``others`` of parties ``0..n-2`` (from :func:`_party_randomness`);
+    the last share is the dealer's correction ``secret - sum(others)``."""
     last = secret - jnp.sum(others, axis=0, dtype=ring.RING_DTYPE)
     return jnp.concatenate([others, last[None]])
 
@@ -122,14 +141,14 @@ def beaver_triple(
 ) -> Triple:
     """Beaver triple for any bilinear map over the ring: ``c = bilinear(a, b)``.
 
-    Dealer work: one ``bilinear`` on ring elements plus ``n*(|a|+|b|+|c|)``
+    Dealer work: one ``bilinear`` on ring elements plus ``n*(|a|+|b|) + (n-1)*|c|``
     random words. Sent: ``|c|`` words (the last party's correction).
     """
     a_shape, b_shape = tuple(a_shape), tuple(b_shape)
     c_shape = jax.eval_shape(bilinear, jax.ShapeDtypeStruct(a_shape, ring.RING_DTYPE),
                              jax.ShapeDtypeStruct(b_shape, ring.RING_DTYPE)).shape
-    a, b, c_rand = _party_randomness(key, n_parties, a_shape, b_shape, c_shape)
-    c = _correct_last(c_rand[:-1], bilinear(_total(a), _total(b)))
+    (a, b), (c_rand,) = _party_randomness(key, n_parties, [a_shape, b_shape], [c_shape])
+    c = _correct_last(c_rand, bilinear(_total(a), _total(b)))
     return Triple(a, b, c)
 
 
@@ -146,16 +165,16 @@ def beaver_trunc_triple(
     ``c = bilinear(a, b) + r`` and ``r_shifted = r >>_arith bits`` for a
     uniform ``r``: the parties' Beaver output then sums to ``B(x, y) + r``,
     which they open and shift. Compared with a triple plus a separate
-    truncation pair, ``r`` itself is never dealt: ``n*(|a|+|b|+2|c|)`` words.
+    truncation pair, ``r`` itself is never dealt: ``n*(|a|+|b|) + (2n-1)*|c|`` words.
     """
     a_shape, b_shape = tuple(a_shape), tuple(b_shape)
     c_shape = jax.eval_shape(bilinear, jax.ShapeDtypeStruct(a_shape, ring.RING_DTYPE),
                              jax.ShapeDtypeStruct(b_shape, ring.RING_DTYPE)).shape
     k_r, k_shares = jax.random.split(key)
     r = ring.random_ring(k_r, c_shape)
-    a, b, c_rand, s_rand = _party_randomness(k_shares, n_parties, a_shape, b_shape, c_shape, c_shape)
-    c = _correct_last(c_rand[:-1], bilinear(_total(a), _total(b)) + r)
-    return TruncTriple(a, b, c, _correct_last(s_rand[:-1], ring.arith_shift_right(r, bits)))
+    (a, b), (c_rand, s_rand) = _party_randomness(k_shares, n_parties, [a_shape, b_shape], [c_shape, c_shape])
+    c = _correct_last(c_rand, bilinear(_total(a), _total(b)) + r)
+    return TruncTriple(a, b, c, _correct_last(s_rand, ring.arith_shift_right(r, bits)))
 
 
 class TransposeTriples(NamedTuple):
@@ -189,7 +208,7 @@ def beaver_transpose_triples(
     them (here: their stacked shares are passed back in). Only the
     cotangent's mask ``m`` is fresh, so the backward pass opens ``ct - m``
     alone. Invariants: ``sum c_x = Bx(m, b) + r_x``, ``sum s_x = r_x >> bits_x``
-    (likewise for y). Words: ``n*(|m| + 2|dx| + 2|dy|)`` at most.
+    (likewise for y). Words: ``n*|m| + (2n-1)*(|dx| + |dy|)`` at most.
     """
     n = a.shape[0]
     a_tot, b_tot = _total(a), _total(b)
@@ -199,18 +218,24 @@ def beaver_transpose_triples(
     y_shape = jax.eval_shape(by, spec(a_tot), m_spec).shape if by else ()
     k_r, k_shares = jax.random.split(key)
     kx, ky = jax.random.split(k_r)
-    m, cx_rand, sx_rand, cy_rand, sy_rand = _party_randomness(
-        k_shares, n, m_shape, x_shape, x_shape, y_shape, y_shape
+    (m,), derived = _party_randomness(
+        k_shares, n, [m_shape], [s for s, used in ((x_shape, bx), (x_shape, bx and bits_x), (y_shape, by),
+                                                   (y_shape, by and bits_y)) if used]
     )
+    derived = iter(derived)
+    cx_rand = next(derived) if bx else None
+    sx_rand = next(derived) if bx and bits_x else None
+    cy_rand = next(derived) if by else None
+    sy_rand = next(derived) if by and bits_y else None
     m_tot = _total(m)
 
     def deal(product, bits, c_rand, s_rand, k):
         if bits == 0:
-            return _correct_last(c_rand[:-1], product), None
+            return _correct_last(c_rand, product), None
         r = ring.random_ring(k, product.shape)
         return (
-            _correct_last(c_rand[:-1], product + r),
-            _correct_last(s_rand[:-1], ring.arith_shift_right(r, bits)),
+            _correct_last(c_rand, product + r),
+            _correct_last(s_rand, ring.arith_shift_right(r, bits)),
         )
 
     c_x = s_x = c_y = s_y = None
@@ -223,21 +248,20 @@ def beaver_transpose_triples(
 
 def square_pair(key: jax.Array, n_parties: int, shape: Sequence[int]) -> tuple[jax.Array, jax.Array]:
     """Shares of ``(a, a*a)``: half a triple, for squaring."""
-    a, c_rand = _party_randomness(key, n_parties, shape, shape)
+    (a,), (c_rand,) = _party_randomness(key, n_parties, [shape], [shape])
     a_tot = _total(a)
-    return a, _correct_last(c_rand[:-1], a_tot * a_tot)
+    return a, _correct_last(c_rand, a_tot * a_tot)
 
 
 def trunc_pair(key: jax.Array, n_parties: int, shape: Sequence[int], bits: int) -> TruncPair:
     """Shares of a uniform ``r`` and of ``r >>_arith bits`` (ABY3's truncation pair)."""
-    r, s_rand = _party_randomness(key, n_parties, shape, shape)
-    return TruncPair(r, _correct_last(s_rand[:-1], ring.arith_shift_right(_total(r), bits)))
+    (r,), (s_rand,) = _party_randomness(key, n_parties, [shape], [shape])
+    return TruncPair(r, _correct_last(s_rand, ring.arith_shift_right(_total(r), bits)))
 
 
 def and_triple(key: jax.Array, n_parties: int, shape: Sequence[int]) -> Triple:
     """XOR shares of 64-bit words ``a``, ``b`` and ``c = a & b`` (64 AND gates per word)."""
-    a, b, c_rand = _party_randomness(key, n_parties, shape, shape, shape)
-    others = c_rand[:-1]
+    (a, b), (others,) = _party_randomness(key, n_parties, [shape, shape], [shape])
     last = (_xor_total(a) & _xor_total(b)) ^ _xor_total(others)
     return Triple(a, b, jnp.concatenate([others, last[None]]))
 
@@ -246,8 +270,8 @@ def random_bits(key: jax.Array, n_parties: int, shape: Sequence[int]) -> SharedB
     """A uniform bit per element, shared both arithmetically and by XOR (in bit 0)."""
     k_bit, k_shares = jax.random.split(key)
     bit = ring.random_ring(k_bit, tuple(shape)) & jnp.uint64(1)
-    arith_rand, xor_rand = _party_randomness(k_shares, n_parties, shape, shape)
-    arith = _correct_last(arith_rand[:-1], bit)
-    others = xor_rand[:-1] & jnp.uint64(1)
+    _, (arith_rand, xor_rand) = _party_randomness(k_shares, n_parties, [], [shape, shape])
+    arith = _correct_last(arith_rand, bit)
+    others = xor_rand & jnp.uint64(1)
     xor = jnp.concatenate([others, (bit ^ _xor_total(others))[None]])
     return SharedBit(arith, xor)
