@@ -83,7 +83,9 @@ class SharedBit(NamedTuple):
 def _draw(keys: jax.Array, shapes: list[tuple[int, ...]]) -> list[jax.Array]:
     """Uniform words from each key (one PRNG call per key), one ``(len(keys), *shape)`` array per shape."""
     sizes = [math.prod(s) for s in shapes]
-    flat = jax.vmap(lambda k: ring.random_ring(k, (sum(sizes),)))(keys)
+    # one call per key, stacked: a vmapped call lays the key axis out minor-most
+    # (measured with rbg), so every consumer of a party's words read them strided
+    flat = jnp.stack([ring.random_ring(keys[i], (sum(sizes),)) for i in range(keys.shape[0])])
     out, start = [], 0
     for shape, size in zip(shapes, sizes):
         out.append(flat[:, start : start + size].reshape((keys.shape[0],) + shape))

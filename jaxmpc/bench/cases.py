@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmpc import tensor
+from jaxmpc.train import PRNGS, TrainConfig
 from jaxmpc.protocols import arithmetic, comparison
 
 
@@ -57,7 +58,8 @@ class Case:
 
 
 def _key(seed: int = 0) -> jax.Array:
-    return jax.random.key(seed)
+    """A key of the default PRNG of :class:`jaxmpc.train.TrainConfig` (what the main job uses)."""
+    return jax.random.key(seed, impl=PRNGS[TrainConfig.prng])
 
 
 def _uniform(shape: Sequence[int], lo: float, hi: float, seed: int) -> np.ndarray:
