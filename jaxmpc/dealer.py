@@ -27,11 +27,15 @@ square_pair        ``sum c = (sum a)**2``                          square
 trunc_pair         ``sum s = (sum r) >>_arith f``                  truncate [ABY3]
 and_triple         ``^c = (^a) & (^b)`` bitwise on 64-bit words    and_bb
 random_bits        ``sum r_a = ^r_b`` in {0, 1}                    b2a
+edabits            ``sum arith = r`` uniform, ``^bits_sliced =``   ltz [edaBits]
+                   ``slice(r)``: r's 64 bits, bit-sliced
 =================  ============================================  ==============
 
 [Beaver91] D. Beaver, Efficient multiparty protocols using circuit
 randomization, CRYPTO 1991. [ABY3] P. Mohassel, P. Rindal, ABY3, CCS 2018
-(the truncation pair).
+(the truncation pair). [edaBits] D. Escudero, S. Ghosh, M. Keller, R. Rachuri,
+P. Scholl, Improved primitives for MPC over mixed arithmetic-binary
+circuits, CRYPTO 2020.
 
 Caveat: keys come from ``jax.random`` (threefry by default), which is not a
 vetted cryptographic PRNG; see SECURITY.md.
@@ -47,6 +51,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmpc import ring
+from jaxmpc.protocols import bitslice
 
 
 class Triple(NamedTuple):
@@ -134,22 +139,46 @@ def _xor_total(shares: jax.Array) -> jax.Array:
     return jax.lax.reduce(shares, jnp.uint64(0), jax.lax.bitwise_xor, (0,))
 
 
+def mask(key: jax.Array, n_parties: int, shape: Sequence[int]) -> jax.Array:
+    """Shares of a uniform mask ``b`` that the dealer keeps for later triples
+    (``beaver_triple(..., b=b)``): a secret ``y`` opened once as ``y - b``
+    can then enter many products. ``n*|b|`` words, nothing sent."""
+    (b,), _ = _party_randomness(key, n_parties, [shape])
+    return b
+
+
+def _triple_masks(key, n_parties, a_shape, b_shape, b, derived):
+    """Fresh ``a`` (and ``b`` unless the dealer's earlier mask ``b`` is given),
+    plus the seeded shares of the derived values."""
+    if b is None:
+        (a, b), others = _party_randomness(key, n_parties, [a_shape, b_shape], derived)
+    else:
+        (a,), others = _party_randomness(key, n_parties, [a_shape], derived)
+    return a, b, others
+
+
+def _product_shape(bilinear: ring.Bilinear, a_shape, b_shape) -> tuple[int, ...]:
+    return jax.eval_shape(bilinear, jax.ShapeDtypeStruct(a_shape, ring.RING_DTYPE),
+                          jax.ShapeDtypeStruct(b_shape, ring.RING_DTYPE)).shape
+
+
 def beaver_triple(
     key: jax.Array,
     n_parties: int,
     a_shape: Sequence[int],
     b_shape: Sequence[int],
     bilinear: ring.Bilinear,
+    b: jax.Array | None = None,
 ) -> Triple:
     """Beaver triple for any bilinear map over the ring: ``c = bilinear(a, b)``.
 
     Dealer work: one ``bilinear`` on ring elements plus ``n*(|a|+|b|) + (n-1)*|c|``
-    random words. Sent: ``|c|`` words (the last party's correction).
+    random words (no ``n*|b|`` when ``b``, shares of a :func:`mask` dealt
+    earlier, is given). Sent: ``|c|`` words (the last party's correction).
     """
     a_shape, b_shape = tuple(a_shape), tuple(b_shape)
-    c_shape = jax.eval_shape(bilinear, jax.ShapeDtypeStruct(a_shape, ring.RING_DTYPE),
-                             jax.ShapeDtypeStruct(b_shape, ring.RING_DTYPE)).shape
-    (a, b), (c_rand,) = _party_randomness(key, n_parties, [a_shape, b_shape], [c_shape])
+    c_shape = _product_shape(bilinear, a_shape, b_shape)
+    a, b, (c_rand,) = _triple_masks(key, n_parties, a_shape, b_shape, b, [c_shape])
     c = _correct_last(c_rand, bilinear(_total(a), _total(b)))
     return Triple(a, b, c)
 
@@ -161,20 +190,21 @@ def beaver_trunc_triple(
     b_shape: Sequence[int],
     bilinear: ring.Bilinear,
     bits: int,
+    b: jax.Array | None = None,
 ) -> TruncTriple:
     """A Beaver triple whose product is pre-masked for truncation.
 
     ``c = bilinear(a, b) + r`` and ``r_shifted = r >>_arith bits`` for a
     uniform ``r``: the parties' Beaver output then sums to ``B(x, y) + r``,
     which they open and shift. Compared with a triple plus a separate
-    truncation pair, ``r`` itself is never dealt: ``n*(|a|+|b|) + (2n-1)*|c|`` words.
+    truncation pair, ``r`` itself is never dealt: ``n*(|a|+|b|) + (2n-1)*|c|``
+    words (no ``n*|b|`` when ``b``, shares of an earlier :func:`mask`, is given).
     """
     a_shape, b_shape = tuple(a_shape), tuple(b_shape)
-    c_shape = jax.eval_shape(bilinear, jax.ShapeDtypeStruct(a_shape, ring.RING_DTYPE),
-                             jax.ShapeDtypeStruct(b_shape, ring.RING_DTYPE)).shape
+    c_shape = _product_shape(bilinear, a_shape, b_shape)
     k_r, k_shares = jax.random.split(key)
     r = ring.random_ring(k_r, c_shape)
-    (a, b), (c_rand, s_rand) = _party_randomness(k_shares, n_parties, [a_shape, b_shape], [c_shape, c_shape])
+    a, b, (c_rand, s_rand) = _triple_masks(k_shares, n_parties, a_shape, b_shape, b, [c_shape, c_shape])
     c = _correct_last(c_rand, bilinear(_total(a), _total(b)) + r)
     return TruncTriple(a, b, c, _correct_last(s_rand, ring.arith_shift_right(r, bits)))
 
@@ -268,8 +298,17 @@ def and_triple(key: jax.Array, n_parties: int, shape: Sequence[int]) -> Triple:
     return Triple(a, b, jnp.concatenate([others, last[None]]))
 
 
-def random_bits(key: jax.Array, n_parties: int, shape: Sequence[int]) -> SharedBit:
-    """A uniform bit per element, shared both arithmetically and by XOR (in bit 0)."""
+def random_bits(key: jax.Array, n_parties: int, shape: Sequence[int], packed: bool = False) -> SharedBit:
+    """A uniform bit per element, shared both arithmetically and by XOR (in bit 0).
+
+    ``packed=True``: the XOR shares are packed 64 bits per word instead,
+    ``xor`` is ``(n, W)`` in the layout of :func:`jaxmpc.protocols.bitslice.pack_bits`
+    (the padding bits of the last word are uniform too). The bits are then the
+    XOR of ``n`` seeded word vectors: ``n W + (n-1) N`` words for ``N`` bits
+    instead of ``(2n-1) N``.
+    """
+    if packed:
+        return _random_bits_packed(key, n_parties, shape)
     k_bit, k_shares = jax.random.split(key)
     bit = ring.random_ring(k_bit, tuple(shape)) & jnp.uint64(1)
     _, (arith_rand, xor_rand) = _party_randomness(k_shares, n_parties, [], [shape, shape])
@@ -277,3 +316,40 @@ def random_bits(key: jax.Array, n_parties: int, shape: Sequence[int]) -> SharedB
     others = xor_rand & jnp.uint64(1)
     xor = jnp.concatenate([others, (bit ^ _xor_total(others))[None]])
     return SharedBit(arith, xor)
+
+
+def _random_bits_packed(key: jax.Array, n_parties: int, shape: Sequence[int]) -> SharedBit:
+    """:func:`random_bits` with ``packed=True``."""
+    shape = tuple(int(d) for d in shape)
+    words = bitslice.n_words(math.prod(shape))
+    (xor,), (arith_rand,) = _party_randomness(key, n_parties, [(words,)], [shape])
+    bit = bitslice.unpack_bits(_xor_total(xor), shape)
+    return SharedBit(_correct_last(arith_rand, bit), xor)
+
+
+class EdaBits(NamedTuple):
+    """A uniform ring element ``r`` shared arithmetically and its bits XOR-shared, bit-sliced.
+
+    ``arith``: ``(n, *shape)``, summing to ``r``. ``bits_sliced``: ``(n, 64, W)``,
+    ``W = ceil(N / 64)``, XOR-ing to :func:`jaxmpc.protocols.bitslice.slice_bits` of
+    ``r`` (bit ``j`` of word ``[k, w]`` = bit ``k`` of element ``64 w + j``; the
+    padding elements are 0).
+    """
+
+    arith: jax.Array
+    bits_sliced: jax.Array
+
+
+def edabits(key: jax.Array, n_parties: int, shape: Sequence[int]) -> EdaBits:
+    """An edaBit per element [edaBits]: uniform ``r``, shared arithmetically and bit by bit.
+
+    ``r`` is the sum of the parties' seeded arithmetic shares; the dealer
+    slices it and sends only the last party's XOR share of the sliced bits.
+    Words: ``n N + (n-1) 64 W`` for ``N`` elements (``(2n-1) N`` when 64
+    divides ``N``). Sent: ``64 W`` words.
+    """
+    shape = tuple(int(d) for d in shape)
+    sliced = (bitslice.BITS, bitslice.n_words(math.prod(shape)))
+    (arith,), (bits_rand,) = _party_randomness(key, n_parties, [shape], [sliced])
+    last = bitslice.slice_bits(_total(arith)) ^ _xor_total(bits_rand)
+    return EdaBits(arith, jnp.concatenate([bits_rand, last[None]]))
