@@ -1,4 +1,4 @@
-"""XOR sharing, secure AND, bit circuits (plaintext and shared), a2b and b2a."""
+"""XOR sharing, secure AND, bit circuits (plaintext and shared), a2b, b2a and packed b2a."""
 
 import math
 
@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from jaxmpc import cost, ring, tensor
 from jaxmpc.protocols import binary as B
+from jaxmpc.protocols import bitslice
 from jaxmpc.protocols import conversion as C
 
 PARTIES = (2, 3, 5)
@@ -134,6 +135,22 @@ def test_b2a_is_exact_and_ignores_high_bits(n):
     np.testing.assert_array_equal(total, (w & U64(1)).astype(np.int64))
     c = cost.cost_of(C.b2a, bits, key(10))
     assert c.rounds == 1 and c.bytes_per_party == (n - 1) * 8 * w.size
+
+
+@pytest.mark.parametrize("n", PARTIES)
+@pytest.mark.parametrize("shape", [(), (1,), (3, 50)], ids=str)
+def test_b2a_packed_is_exact(n, shape):
+    bits = np.random.default_rng(n).integers(0, 2, size=shape).astype(U64)
+    w = bitslice.n_words(bits.size)
+    packed = B.share_bits(bitslice.pack_bits(jnp.asarray(bits)), key(9), n)
+    out = C.b2a_packed(packed, key(10), shape)
+    assert out.frac_bits == 0 and out.shape == shape
+    np.testing.assert_array_equal(ring.to_signed(jnp.sum(out.shares, 0)), bits.astype(np.int64))
+    c = cost.cost_of(lambda x, k: C.b2a_packed(x, k, shape), packed, key(10))
+    assert c.rounds == 1 and c.bytes_per_party == (n - 1) * 8 * w  # one word per 64 bits
+    assert [(o.what, o.domain, o.masked) for o in c.openings] == [("b2a_packed", "xor", True)]
+    with pytest.raises(ValueError, match="packed in"):
+        C.b2a_packed(packed, key(10), (65,))
 
 
 def test_a2b_jit_equals_eager_and_vmaps():

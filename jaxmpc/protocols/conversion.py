@@ -2,7 +2,8 @@
 
 ``a2b`` turns additive shares into XOR shares of the same 64-bit word, for
 any number of parties; ``b2a`` turns an XOR-shared bit (bit 0 of each word)
-into an additively shared 0/1 integer. Both follow the ABY framework
+into an additively shared 0/1 integer (``b2a_packed``: 64 bits per word, the
+packed layout of :mod:`jaxmpc.protocols.bitslice`). Both follow the ABY framework
 [ABY: Demmler, Schneider, Zohner, NDSS 2015] with a trusted dealer; a2b uses
 carry-save compression and a Kogge-Stone adder as in ABY3 [Mohassel & Rindal,
 CCS 2018, Section 5.3].
@@ -15,13 +16,14 @@ public wrappers draw the dealer's correlations from ``key``.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 
 from jaxmpc import dealer, spmd
-from jaxmpc.protocols import binary
+from jaxmpc.protocols import binary, bitslice
 from jaxmpc.protocols.binary import AndFn, XorFn
 from jaxmpc.protocols.arithmetic import _check_key
 from jaxmpc.tensor import SharedTensor, _require_ring
@@ -130,6 +132,25 @@ def b2a_local(b: jax.Array, r_xor: jax.Array, r_arith: jax.Array) -> jax.Array:
     Cost: 1 round, ``(n-1) * 8`` bytes per element per party (one word per bit).
     """
     c = spmd.open_xor((b & U64(1)) ^ r_xor, what="b2a")
+    return _b2a_from_opened(c, r_arith)
+
+
+def b2a_packed_local(b: jax.Array, r_xor: jax.Array, r_arith: jax.Array) -> jax.Array:
+    """:func:`b2a_local` for bits packed 64 per word (:func:`jaxmpc.protocols.bitslice.pack_bits`).
+
+    Math and steps as :func:`b2a_local`, with ``b``, ``r_xor`` of shape ``(W,)``
+    (all 64 bits of each word are bits; ``r`` from
+    ``dealer.random_bits(..., packed=True)``) and ``r_arith`` of the output
+    shape: open the words ``c = b ^ r``, unpack them (public, local).
+    Opened: ``c``, full uniform words (the padding bits too: the dealer's are uniform).
+    Cost: 1 round, ``(n-1) * 8`` bytes per 64 bits per party.
+    """
+    c = spmd.open_xor(b ^ r_xor, what="b2a_packed")
+    return _b2a_from_opened(bitslice.unpack_bits(c, r_arith.shape), r_arith)
+
+
+def _b2a_from_opened(c: jax.Array, r_arith: jax.Array) -> jax.Array:
+    """``[b]_i = [r]_i (1 - 2c) + [i = 0] c`` for the opened bits ``c = b ^ r``."""
     lead = jnp.where(spmd.is_party(0), c, jnp.zeros_like(c))
     return r_arith * (U64(1) - U64(2) * c) + lead
 
@@ -165,3 +186,18 @@ def b2a(x: binary.SharedBits, key: jax.Array) -> SharedTensor:
     _check_key(key)
     r = dealer.random_bits(key, x.n_parties, x.shape)
     return SharedTensor(spmd.party_map(b2a_local)(x.shares, r.xor, r.arith), 0)
+
+
+def b2a_packed(x: binary.SharedBits, key: jax.Array, shape: Sequence[int]) -> SharedTensor:
+    """Packed bits (``x``: ``(W,)`` words, :func:`~jaxmpc.protocols.bitslice.pack_bits`
+    layout) as additively shared 0/1 integers of ``shape`` (``frac_bits=0``).
+
+    See :func:`b2a_packed_local`: 1 round, one word opened per 64 bits.
+    """
+    _check_key(key)
+    shape = tuple(int(d) for d in shape)
+    if x.shape != (bitslice.n_words(math.prod(shape)),):
+        raise ValueError(f"{math.prod(shape)} bits are packed in {bitslice.n_words(math.prod(shape))} words, "
+                         f"got words of shape {x.shape}")
+    r = dealer.random_bits(key, x.n_parties, shape, packed=True)
+    return SharedTensor(spmd.party_map(b2a_packed_local)(x.shares, r.xor, r.arith), 0)
