@@ -16,7 +16,8 @@ import numpy as np
 
 from jaxmpc import autodiff as ad
 from jaxmpc import ring, tensor
-from jaxmpc.protocols.arithmetic import TruncMethod
+from jaxmpc.protocols import arithmetic
+from jaxmpc.protocols.arithmetic import Premasked, TruncMethod
 from jaxmpc.tensor import SharedTensor
 
 Activation = Literal["relu", "square"]
@@ -65,6 +66,19 @@ def reconstruct_params(shared: Params) -> Params:
     )
 
 
+def premask_params(params: Params, key: jax.Array) -> Params:
+    """Shared parameters with every weight matrix :class:`Premasked`, for inference.
+
+    Each ``w`` is opened once as ``w - b`` under a dealer mask
+    (:func:`jaxmpc.protocols.arithmetic.premask`: 1 round, ``(n-1)*8*|w|``
+    bytes per party, once per model); :func:`mlp` then opens only each
+    layer's input per batch, and the dealer deals no weight masks. Biases stay
+    as they are. Not differentiable: for inference and evaluation.
+    """
+    keys = jax.random.split(key, len(params))
+    return [{**layer, "w": arithmetic.premask(layer["w"], k)} for layer, k in zip(params, keys)]
+
+
 def _check_activation(activation: str) -> None:
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; use one of {ACTIVATIONS}")
@@ -78,7 +92,11 @@ def mlp(
     activation: Activation = "relu",
     trunc: TruncMethod = "dealer",
 ) -> SharedTensor:
-    """Secure forward pass: ``Linear - act - ... - Linear`` on shares, logits out."""
+    """Secure forward pass: ``Linear - act - ... - Linear`` on shares, logits out.
+
+    Differentiable (``jaxmpc.value_and_grad``) for shared parameters; with
+    :func:`premask_params` weights it is the cheaper inference-only pass.
+    """
     _check_activation(activation)
     if not isinstance(x, SharedTensor):
         raise TypeError(f"mlp takes a SharedTensor input (share it first), got {type(x).__name__}")
@@ -90,7 +108,9 @@ def mlp(
     h = x
     for i, layer in enumerate(params):
         k_lin, k_act = jax.random.split(jax.random.fold_in(key, i))
-        h = ad.matmul(h, layer["w"], k_lin, trunc=trunc) + layer["b"]
+        w = layer["w"]
+        matmul = arithmetic.matmul if isinstance(w, Premasked) else ad.matmul
+        h = matmul(h, w, k_lin, trunc=trunc) + layer["b"]
         if i < len(params) - 1:
             h = ad.relu(h, k_act) if activation == "relu" else ad.square(h, k_act, trunc=trunc)
     return h

@@ -173,7 +173,8 @@ def make_train_step(config: TrainConfig, optimizer: optax.GradientTransformation
 
 def make_eval_step(config: TrainConfig):
     """Shares of the number of correct predictions in a batch (nothing opened
-    except inside the comparison protocols)."""
+    except inside the comparison protocols). ``params`` may be shared or, to
+    open the weights' masks once for all batches, :func:`jaxmpc.nn.premask_params`."""
     from jaxmpc.protocols import comparison
 
     def evaluate(params, x, y, key):
@@ -330,9 +331,10 @@ def train(
 
     # 4. encrypted evaluation: only the count is revealed
     evaluate = jax.jit(make_eval_step(config))
+    masked = jax.jit(nn.premask_params)(params, jax.random.fold_in(k_eval, xt.shape[0]))  # weights opened once, masked
     correct_sh = None
     for i in range(xt.shape[0]):
-        c = evaluate(params, xt[i], yt[i], jax.random.fold_in(k_eval, i))
+        c = evaluate(masked, xt[i], yt[i], jax.random.fold_in(k_eval, i))
         correct_sh = c if correct_sh is None else correct_sh + c
     correct = int(round(float(tensor.reveal(correct_sh, what="correct_count"))))
     log(f"Test set: Accuracy: {correct}/{n_test} ({100 * correct / n_test:.0f}%)")

@@ -67,11 +67,15 @@ def _train_step_case(n: int, activation: str) -> Callable[[], Built]:
 
 
 def _inference_case(n: int, activation: str) -> Callable[[], Built]:
+    """One batch through a model whose weights were premasked once
+    (:func:`jaxmpc.nn.premask_params`, outside the timing, as a served model)."""
+
     def build() -> Built:
         config, pp, params, _, (x, _y), (xs, _ys) = _reference_model(n, activation)
+        masked = jax.jit(nn.premask_params)(params, _key(8))
         return Built(
             lambda p, x, key: nn.mlp(p, x, key, activation=activation, trunc=config.trunc),
-            (params, xs, _key(9)),
+            (masked, xs, _key(9)),
             lambda p, x: nn.mlp_plain(p, x, activation=activation),
             (jax.tree.map(jnp.asarray, pp), jnp.asarray(x)),
         )
@@ -89,7 +93,7 @@ def _eval_step_case(n: int, activation: str) -> Callable[[], Built]:
 
         return Built(
             train.make_eval_step(config),
-            (params, xs, ys, _key(9)),
+            (jax.jit(nn.premask_params)(params, _key(8)), xs, ys, _key(9)),
             plain,
             (jax.tree.map(jnp.asarray, pp), jnp.asarray(x), jnp.asarray(y)),
         )

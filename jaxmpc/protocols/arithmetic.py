@@ -8,6 +8,7 @@ secret (``s``) or public (``p``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -278,6 +279,85 @@ def bilinear_transpose_ss(
     return (next(it) if bx else None, next(it) if by else None)
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Premasked:
+    """A secret ``y`` opened once as ``f = y - b`` under a dealer mask ``b`` (:func:`premask`).
+
+    Beaver products ``B(x, y)`` with many ``x`` -- every inference batch
+    through the same weights -- then open only ``e = x - a`` with a fresh
+    ``a``: the dealer reuses ``b`` (``c = B(a, b)``), the parties reuse ``f``.
+    Secure because ``f`` is opened once and every later opening is masked by
+    fresh randomness (the reuse of SecureML, Mohassel & Zhang, S&P 2017,
+    Sec. 4.2). For products only: not differentiable, no local ops.
+    """
+
+    b: jax.Array  # (n, *shape) the parties' shares of the dealer's mask
+    f: jax.Array  # (n, *shape) the opened y - b, the same at every party
+    frac_bits: int = dataclasses.field(metadata=dict(static=True))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.b.shape[1:])
+
+    @property
+    def n_parties(self) -> int:
+        return int(self.b.shape[0])
+
+    def as_shared(self) -> SharedTensor:
+        """Shares of ``y`` again, locally: ``b_i + [i = 0] f``."""
+        return SharedTensor(self.b.at[0].add(self.f[0]), self.frac_bits)
+
+
+def premask(y: SharedTensor, key: jax.Array) -> Premasked:
+    """Open ``f = y - b`` once under a fresh dealer mask ``b`` (:func:`jaxmpc.dealer.mask`).
+
+    Cost: 1 round, ``(n-1) * 8 * |y|`` bytes per party, once; each later
+    product with the result (:func:`matmul`, :func:`bilinear_sm`) then opens
+    only its other operand. Opened: ``y - b``, uniform.
+    """
+    _require_ring(y)
+    _check_key(key)
+    b = dealer.mask(key, y.n_parties, y.shape)
+    f = spmd.party_map(lambda ys, bs: spmd.open_sum(ys - bs, what="beaver"))(y.shares, b)
+    return Premasked(b, f, y.frac_bits)
+
+
+def bilinear_sm(
+    x: SharedTensor, y: Premasked, key: jax.Array, bilinear: ring.Bilinear, *, trunc: TruncMethod = "dealer"
+) -> SharedTensor:
+    """``B(x, y)`` for a secret ``x`` and a :class:`Premasked` secret ``y``, then truncation.
+
+    As :func:`bilinear_ss`, but the dealer's triple reuses ``y``'s mask
+    (``c = B(a, b) + r`` with a fresh ``a`` and ``r``) and only ``e = x - a``
+    is opened: 1 round, ``(n-1) * 8 * |x|`` bytes per party (plus the fused
+    truncation's round). Dealer words: ``n*|a| + (2n-1)*|z|``, none for ``b``.
+    """
+    _require_ring(x)
+    _check_key(key)
+    if not isinstance(y, Premasked):
+        raise TypeError(f"bilinear_sm takes a Premasked right operand (arithmetic.premask), got {type(y).__name__}")
+    y_shared = y.as_shared()
+    _check_factors(x, y_shared)
+    bits = min(x.frac_bits, y.frac_bits)
+    _check_trunc(trunc, x.n_parties if bits else 2)
+
+    def product(xs, a, b, f, c):
+        e = spmd.open_sum(xs - a, what="beaver")
+        return beaver_opened_local(e, f, a, b, c, bilinear)
+
+    if trunc == "dealer" and bits:
+        t = dealer.beaver_trunc_triple(key, x.n_parties, x.shape, y.shape, bilinear, bits, b=y.b)
+        z = spmd.party_map(lambda xs, a, b, f, c, rs: _open_shifted(product(xs, a, b, f, c), rs, bits))(
+            x.shares, t.a, y.b, y.f, t.c, t.r_shifted
+        )
+        return debug.on_product(x, y_shared, SharedTensor(z, x.frac_bits + y.frac_bits - bits), bilinear, bits)
+    k_triple, k_trunc = jax.random.split(key)
+    t = dealer.beaver_triple(k_triple, x.n_parties, x.shape, y.shape, bilinear, b=y.b)
+    z = spmd.party_map(product)(x.shares, t.a, y.b, y.f, t.c)
+    return truncate(SharedTensor(z, x.frac_bits + y.frac_bits), k_trunc, bits, method=trunc)
+
+
 def _check_factors(x: SharedTensor, y: SharedTensor) -> None:
     """Factors must share parties and precision, except that an integer tensor
     (``frac_bits=0``, e.g. a comparison bit) may scale a fixed-point one."""
@@ -303,8 +383,14 @@ def _check_matmul_shapes(a: tuple, b: tuple) -> None:
         raise ValueError(f"matmul shapes {a} and {b} do not match (inner dimensions differ)")
 
 
-def matmul(x: SharedTensor, y: SharedTensor, key: jax.Array, *, trunc: TruncMethod = "dealer") -> SharedTensor:
-    """Matrix product ``x @ y`` of two secrets. Bytes scale with ``|x| + |y|``."""
+def matmul(
+    x: SharedTensor, y: SharedTensor | Premasked, key: jax.Array, *, trunc: TruncMethod = "dealer"
+) -> SharedTensor:
+    """Matrix product ``x @ y`` of two secrets. Bytes scale with ``|x| + |y|``,
+    or ``|x|`` alone when ``y`` is :class:`Premasked` (fixed weights)."""
+    if isinstance(y, Premasked):
+        _check_matmul_shapes(x.shape, y.shape)
+        return bilinear_sm(x, y, key, ring.matmul, trunc=trunc)
     _check_factors(x, y)
     _check_matmul_shapes(x.shape, y.shape)
     return bilinear_ss(x, y, key, ring.matmul, trunc=trunc)
