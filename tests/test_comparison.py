@@ -9,11 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxmpc import cost, ring, tensor
+from jaxmpc import audit, cost, ring, tensor
 from jaxmpc.protocols import comparison as C
 
 PARTIES = (2, 3, 5)
-LTZ_ROUNDS = {2: 8, 3: 9, 5: 11}
+LTZ_ROUNDS = {2: 8, 3: 8, 5: 8}  # edaBits: open x + r, 6 AND levels, packed b2a
+CIRCUIT_ROUNDS = {2: 8, 3: 9, 5: 11}  # method="circuit" (and eqz + 1): 8 + carry-save layers
+#: words opened by ltz on N elements: x + r, 2 per AND word of the sliced tree, packed b2a
+LTZ_WORDS = lambda N: N + (2 * 118 + 1) * -(-N // 64)  # noqa: E731
 F = 16
 LIMIT = 2**62  # raw encodings satisfy |x| < 2**(62-f) * 2**f
 EDGES = [0, 1, -1, LIMIT - 1, -(LIMIT - 1), 2**F, -(2**F), LIMIT // 2]
@@ -51,13 +54,75 @@ def test_ltz_and_eqz_exact_over_the_range(n):
     np.testing.assert_array_equal(opened(b), (raw < 0).astype(np.int64))
     np.testing.assert_array_equal(opened(C.eqz(x, key(2))), (raw == 0).astype(np.int64))
     c = cost.cost_of(C.ltz, x, key(1))
-    assert c.rounds == LTZ_ROUNDS[n] and (n != 2 or c.rounds <= 8)
-    d = LTZ_ROUNDS[n] - 8  # carry-save layers
-    assert c.bytes_per_party == (2 * (d + 7) + 1) * (n - 1) * 8 * N_VALUES
+    assert c.rounds == LTZ_ROUNDS[n] == 8
+    assert c.bytes_per_party == LTZ_WORDS(N_VALUES) * (n - 1) * 8
     assert all(o.masked for o in c.openings)
+    d = CIRCUIT_ROUNDS[n] - 8  # carry-save layers
+    ref = cost.cost_of(lambda a, k: C.ltz(a, k, method="circuit"), x, key(1))
+    assert ref.rounds == CIRCUIT_ROUNDS[n]
+    assert ref.bytes_per_party == (2 * (d + 7) + 1) * (n - 1) * 8 * N_VALUES
     e = cost.cost_of(C.eqz, x, key(2))
-    assert e.rounds == LTZ_ROUNDS[n] - 1
+    assert e.rounds == CIRCUIT_ROUNDS[n] - 1
     assert e.bytes_per_party == (2 * (d + 6) + 1) * (n - 1) * 8 * N_VALUES
+
+
+#: raw int64 values at the edges of the ring and of the encodable range
+RING_EDGES = [0, 1, -1, 2, -2, 2**63 - 1, -(2**63), -(2**63) + 1, 2**62, 2**62 - 1, 2**62 + 1,
+              -(2**62), -(2**62) - 1, -(2**62) + 1, 3 * 2**61, -3 * 2**61]
+SHAPES = [(), (1,), (7,), (64,), (65,), (3, 50)]
+#: one cheaply compiled program per (shape, parties): both methods
+BOTH_METHODS = jax.jit(
+    lambda x, k: (C.ltz(x, k), C.ltz(x, k, method="circuit")),
+    compiler_options={"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True},
+)
+
+
+def ring_values(seed, shape):
+    """Uniform int64 (the whole ring), the edges first."""
+    raw = np.random.default_rng(seed).integers(-(2**63), 2**63, size=shape, dtype=np.int64).reshape(-1)
+    edges = np.roll(np.array(RING_EDGES, np.int64), seed)
+    raw[: min(raw.size, edges.size)] = edges[: raw.size]
+    return raw.reshape(shape)
+
+
+@pytest.mark.parametrize("n", PARTIES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_ltz_matches_the_circuit_reference_on_the_whole_ring(n, shape):
+    raw = ring_values(n + len(shape), shape)
+    x = shared(raw, n, seed=n)
+    got, ref = BOTH_METHODS(x, key(3))
+    assert got.frac_bits == 0 and got.shape == shape
+    want = (raw < 0).astype(np.int64)
+    np.testing.assert_array_equal(opened(got), want)
+    np.testing.assert_array_equal(opened(ref), want)
+    c = cost.cost_of(C.ltz, x, key(3))
+    assert c.rounds == 8 and c.bytes_per_party == LTZ_WORDS(max(1, raw.size)) * (n - 1) * 8
+
+
+@pytest.mark.parametrize("n", PARTIES)
+def test_ltz_opens_x_plus_r_and_uniform_words_only(n):
+    shape = (3, 50)  # 150 elements: 3 sliced words per bit position
+    raw = ring_values(7, shape)
+    x = shared(raw, n, seed=7)
+    c = cost.cost_of(C.ltz, x, key(4))
+    assert [(o.what, o.domain, o.shapes) for o in c.openings] == (
+        [("ltz", "arith", (shape,))]
+        + [("and", "xor", ((m, 3), (m, 3))) for m in (61, 31, 15, 7, 3, 1)]
+        + [("b2a_packed", "xor", ((3,),))]
+    )
+    assert all(o.masked for o in c.openings)
+    with audit.capture() as log:
+        out = jax.block_until_ready(C.ltz(x, key(4)))
+    np.testing.assert_array_equal(opened(out), (raw < 0).astype(np.int64))
+    (masked_x,) = log.opened("ltz")
+    assert audit.verify(log, secrets=[x], reveals=set()).ok
+    # what is opened is x + r for the dealer's r: uniform, not x
+    assert not np.any(np.isin(masked_x.received[0], np.asarray(ring.from_signed(raw))))
+
+
+def test_ltz_rejects_an_unknown_method():
+    with pytest.raises(ValueError, match="unknown ltz method"):
+        C.ltz(shared(raw_values(0), 2), key(0), method="bits")
 
 
 @pytest.mark.parametrize("n", [2, 3])
@@ -144,10 +209,20 @@ def test_argmax_of_one_value():
     np.testing.assert_array_equal(tensor.reveal(C.max(x, key(1))), [2.5, -1.0])
 
 
-def test_jit_equals_eager_and_vmap_over_batch():
+@pytest.mark.parametrize("n", PARTIES)
+def test_jit_equals_eager(n):
+    raw = ring_values(30 + n, (65,))
+    x = shared(raw, n)
+    eager = C.ltz(x, key(1))
+    np.testing.assert_array_equal(jax.jit(C.ltz)(x, key(1)).shares, eager.shares)
+    np.testing.assert_array_equal(opened(eager), (raw < 0).astype(np.int64))
+    circuit = jax.jit(C.ltz, static_argnums=2)(x, key(1), "circuit")
+    np.testing.assert_array_equal(opened(circuit), (raw < 0).astype(np.int64))
+
+
+def test_vmap_over_batch():
     raw = raw_values(30)
     x = shared(raw, 2)
-    np.testing.assert_array_equal(jax.jit(C.ltz)(x, key(1)).shares, C.ltz(x, key(1)).shares)
     batch = tensor.SharedTensor(jnp.stack([x.shares, (-x).shares]), F)  # (batch, n, ...)
     keys = jax.random.split(key(2), 2)
     r, bit = jax.jit(jax.vmap(C.relu))(batch, keys)

@@ -1,14 +1,21 @@
 """Comparisons on shares: sign bit, equality, ReLU, max and argmax.
 
-Everything reduces to two bit protocols on ring elements, both evaluated as a
-boolean circuit on the parties' trivially XOR-shared arithmetic shares (as in
-:mod:`jaxmpc.protocols.conversion`), then a B2A of the one result bit:
+Everything reduces to two bit protocols on ring elements, then a B2A of the
+one result bit:
 
-* :func:`ltz`: ``[x < 0]``, the MSB of ``x_0 + ... + x_{n-1}``. Only the
-  carry into bit 63 is computed (:func:`jaxmpc.protocols.conversion.msb_add_circuit`).
-* :func:`eqz`: ``[x == 0]``. Party ``n-1`` subtracts 1 from its share, the
-  words are compressed to ``(s, k)`` and ``x == 0`` iff ``s + k = 2**64 - 1``
-  iff ``s ^ k`` is all ones: an AND tree over 64 bits, no adder at all.
+* :func:`ltz`: ``[x < 0]``, the MSB of ``x``, by the edaBit comparison
+  [edaBits; ABY3; CdH10]: open ``c = x + r`` for a dealer's ``r`` whose bits
+  are XOR-shared, then ``x = c + ~r + 1`` and only the carry into bit 63 is
+  computed, by a carry tree whose generate/propagate bits are local (``c`` is
+  public). The bits are *bit-sliced* (:mod:`jaxmpc.protocols.bitslice`): one
+  word holds one bit position of 64 elements, so the tree's AND gates cost
+  ``118/64`` words per element. The circuit on the parties' own shares
+  (``method="circuit"``, :func:`ltz_circuit_local`) is kept as the reference.
+* :func:`eqz`: ``[x == 0]``, a boolean circuit on the parties' trivially
+  XOR-shared arithmetic shares (as in :mod:`jaxmpc.protocols.conversion`).
+  Party ``n-1`` subtracts 1 from its share, the words are compressed to
+  ``(s, k)`` and ``x == 0`` iff ``s + k = 2**64 - 1`` iff ``s ^ k`` is all
+  ones: an AND tree over 64 bits, no adder at all.
 
 Results are additively shared 0/1 integers (``frac_bits=0``). A shared bit
 times a shared value (:func:`mul_bit`) is one Beaver round with no truncation,
@@ -16,20 +23,28 @@ since the bit carries no fractional bits. ``ltz``/``eqz`` are exact for every
 ring element; comparisons of two values are exact whenever ``|x - y| < 2**63``
 raw, which holds for any two encodable values (``|x| < 2**(62-f)``).
 
-Cost, with ``d`` carry-save layers for ``n`` parties (0 for 2, 1 for 3,
-2 for 4, 3 for 5-6), per element per party, ``W = (n-1) * 8`` bytes/word:
+Cost per element per party, ``B = (n-1) * 8`` bytes per opened word, ``d``
+carry-save layers for ``n`` parties (0 for 2, 1 for 3, 2 for 4, 3 for 5-6).
+``ltz`` opens ``N + 237 ceil(N/64)`` words for ``N`` elements; the figures
+are for ``N`` a multiple of 64 (one element alone costs ``238 B``):
 
-==========  ========================  ===========================================
-protocol    rounds (2p / 3p / 5p)     bytes per element per party (2p / 3p / 5p)
-==========  ========================  ===========================================
-ltz         d + 8  (8 / 9 / 11)       (2d + 15) W  (120 / 272 / 672)
-eqz         d + 7  (7 / 8 / 10)       (2d + 13) W  (104 / 240 / 608)
-relu        ltz + 1                   ltz + 2 W
-max         ceil(log2 k) (ltz + 1)    about ltz + 2 W per input value
-argmax      ceil(log2 k) (ltz + 1)    about ltz + (log2(k) + 1) W per input value
-==========  ========================  ===========================================
+================  ========================  ==========================================
+protocol          rounds (2p / 3p / 5p)     bytes per element per party (2p / 3p / 5p)
+================  ========================  ==========================================
+ltz               8  (8 / 8 / 8)            301/64 B  (37.6 / 75.3 / 150.5)
+ltz "circuit"     d + 8  (8 / 9 / 11)       (2d + 15) B  (120 / 272 / 672)
+eqz               d + 7  (7 / 8 / 10)       (2d + 13) B  (104 / 240 / 608)
+relu              ltz + 1                   ltz + 2 B  (53.6 / 107.3 / 214.5)
+max               ceil(log2 k) (ltz + 1)    about ltz + 2 B per input value
+argmax            ceil(log2 k) (ltz + 1)    about ltz + (log2(k) + 1) B per input value
+================  ========================  ==========================================
 
-[ABY3] P. Mohassel, P. Rindal, CCS 2018 (bit decomposition, B2A); [Beaver91].
+[edaBits] D. Escudero, S. Ghosh, M. Keller, R. Rachuri, P. Scholl, Improved
+primitives for MPC over mixed arithmetic-binary circuits, CRYPTO 2020.
+[ABY3] P. Mohassel, P. Rindal, CCS 2018 (bit decomposition, B2A).
+[CdH10] O. Catrina, S. de Hoogh, Improved primitives for secure multiparty
+integer computation, SCN 2010 (comparison through a masked opening and a
+bitwise less-than with the mask's bits). [Beaver91].
 """
 
 from __future__ import annotations
@@ -41,11 +56,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxmpc import dealer, ring, spmd, tensor
-from jaxmpc.protocols import arithmetic, binary
+from jaxmpc.protocols import arithmetic, binary, bitslice
 from jaxmpc.protocols.arithmetic import _check_key
 from jaxmpc.protocols.conversion import (
     all_ones_circuit,
     b2a_local,
+    b2a_packed_local,
     compress_circuit,
     msb_sum_circuit,
     owned_words_local,
@@ -66,14 +82,42 @@ def _zero_test_circuit(words: Sequence[jax.Array], and_fn, xor_fn) -> jax.Array:
     return all_ones_circuit(xor_fn(s, k), and_fn, xor_fn)
 
 
-def ltz_local(s: jax.Array, triples, r_xor: jax.Array, r_arith: jax.Array) -> jax.Array:
+def ltz_local(
+    s: jax.Array, triples, r_arith: jax.Array, r_bits: jax.Array, rho_xor: jax.Array, rho_arith: jax.Array
+) -> jax.Array:
     """One party's arithmetic share of ``[x < 0]`` (the MSB of ``x``) from its share ``s``.
 
-    Math: ``msb(x_0 + ... + x_{n-1})`` as a boolean circuit on the owned words.
+    Math: ``x = c - r = c + ~r + 1`` for the public ``c = x + r``, so
+    ``msb(x) = c_63 ^ ~r_63 ^ carry_63`` with ``carry_63`` the carry into bit
+    63 of ``c + ~r + 1`` [edaBits, CdH10].
+    Steps: open ``c = x + r`` (``r``: the dealer's edaBit); slice ``c``
+    locally; with ``v = ~r`` (party 0 flips its share of the sliced bits),
+    ``g = c & v`` and ``p = c ^ v`` are local; fold the carry-in into
+    position 0; carry tree over positions 0..62
+    (:func:`~jaxmpc.protocols.bitslice.msb_gp_circuit`, 6 AND levels on
+    sliced words); ``msb = p_63 ^ carry``; B2A of the packed bits
+    (:func:`~jaxmpc.protocols.conversion.b2a_packed_local`).
+    Opened: ``c`` (uniform: ``r`` is), the Beaver-masked ``d``/``e`` of each
+    AND word, and ``msb ^ rho`` (uniform words).
+    Cost: 8 rounds for any ``n``; ``(n-1) * 8 * (N + 237 W)`` bytes per party
+    for ``N`` elements, ``W = ceil(N/64)`` (``(n-1) * 37.6`` per element).
+    """
+    c = spmd.open_sum(s + r_arith, what="ltz")
+    c_sliced = bitslice.slice_bits(c)
+    lead = spmd.is_party(0)
+    v = jnp.where(lead, ~r_bits, r_bits)
+    g, p = c_sliced & v, jnp.where(lead, c_sliced ^ v, v)
+    msb = binary.run_local(bitslice.msb_gp_circuit, triples, g, p)
+    return b2a_packed_local(msb, rho_xor, rho_arith)
+
+
+def ltz_circuit_local(s: jax.Array, triples, r_xor: jax.Array, r_arith: jax.Array) -> jax.Array:
+    """The reference :func:`ltz_local`: ``msb(x_0 + ... + x_{n-1})`` as a circuit on the owned words.
+
     Steps: carry-save compression to two words (``d`` AND layers), ``g = u & v``
     (1), a packed tree for the carry into bit 63 (6), ``msb = p_63 ^ c_63``,
     then B2A with a dealer bit (1).
-    Opened: Beaver-masked ``d``/``e`` of each AND word, and ``msb ^ r``.
+    Opened: Beaver-masked ``d`` / ``e`` of each AND word, and ``msb ^ r``.
     Cost: ``d + 8`` rounds; ``(2(d + 7) + 1) * (n-1) * 8`` bytes per element per party.
     """
     sign = binary.run_local(msb_sum_circuit, triples, owned_words_local(s))
@@ -109,9 +153,28 @@ def _bit_protocol(x: SharedTensor, key: jax.Array, circuit: Callable, local: Cal
 # -------------------------------------------------------------- bits of x
 
 
-def ltz(x: SharedTensor, key: jax.Array) -> SharedTensor:
-    """``[x < 0]`` as a shared 0/1 integer (``frac_bits=0``); see :func:`ltz_local` for cost."""
-    return _bit_protocol(x, key, msb_sum_circuit, ltz_local)
+def ltz(x: SharedTensor, key: jax.Array, method: str = "edabits") -> SharedTensor:
+    """``[x < 0]`` as a shared 0/1 integer (``frac_bits=0``), exact for every ring element.
+
+    ``method="edabits"`` (default): :func:`ltz_local`, 8 rounds for any number
+    of parties, about ``(n-1) * 37.6`` bytes per element per party.
+    ``method="circuit"``: the reference :func:`ltz_circuit_local`, ``d + 8``
+    rounds and ``(2d + 15) (n-1) * 8`` bytes.
+    """
+    if method == "circuit":
+        return _bit_protocol(x, key, msb_sum_circuit, ltz_circuit_local)
+    if method != "edabits":
+        raise ValueError(f"unknown ltz method {method!r}; use 'edabits' or 'circuit'")
+    _require_ring(x)
+    _check_key(key)
+    n = x.n_parties
+    k_r, k_and, k_bit = jax.random.split(key, 3)
+    eda = dealer.edabits(k_r, n, x.shape)
+    sliced = binary.words_like(eda.bits_sliced.shape[1:])
+    triples = binary.circuit_triples(k_and, n, bitslice.msb_gp_circuit, sliced, sliced)
+    rho = dealer.random_bits(k_bit, n, x.shape, packed=True)
+    out = spmd.party_map(ltz_local)(x.shares, triples, eda.arith, eda.bits_sliced, rho.xor, rho.arith)
+    return SharedTensor(out, 0)
 
 
 def eqz(x: SharedTensor, key: jax.Array) -> SharedTensor:
@@ -274,7 +337,7 @@ def argmax(x: SharedTensor, key: jax.Array, axis: int = -1) -> SharedTensor:
     """Shared one-hot of the maximum over ``axis`` (same shape as ``x``, ``frac_bits=0``).
 
     Ties: the lowest index wins. Nothing is revealed; ``ceil(log2 k)`` layers
-    of ``ltz`` + 1 Beaver round for ``k`` values (2 parties: ``9 ceil(log2 k)`` rounds).
+    of ``ltz`` + 1 Beaver round for ``k`` values (``9 ceil(log2 k)`` rounds).
     Use :func:`reveal_argmax` to open the index alone.
     """
     return _tournament(x, key, axis, with_onehot=True)[1]
