@@ -27,8 +27,8 @@ square_pair        ``sum c = (sum a)**2``                          square
 trunc_pair         ``sum s = (sum r) >>_arith f``                  truncate [ABY3]
 and_triple         ``^c = (^a) & (^b)`` bitwise on 64-bit words    and_bb
 random_bits        ``sum r_a = ^r_b`` in {0, 1}                    b2a
-edabits            ``sum arith = r`` uniform, ``^bits_sliced =``   ltz [edaBits]
-                   ``slice(r)``: r's 64 bits, bit-sliced
+edabits            ``sum arith = r`` uniform, ``^bits = slice(r)``  ltz [edaBits]
+                   (r's bits, bit-sliced), or ``= r`` unsliced
 =================  ============================================  ==============
 
 [Beaver91] D. Beaver, Efficient multiparty protocols using circuit
@@ -233,14 +233,19 @@ def beaver_transpose_triples(
     by: ring.Bilinear | None,
     bits_x: int,
     bits_y: int,
+    scale_x: int = 1,
+    scale_y: int = 1,
 ) -> TransposeTriples:
     """Triples for ``Bx(ct, y)`` and ``By(x, ct)`` that reuse the forward masks ``a``, ``b``.
 
     The dealer dealt ``a`` and ``b`` for the forward product and remembers
     them (here: their stacked shares are passed back in). Only the
     cotangent's mask ``m`` is fresh, so the backward pass opens ``ct - m``
-    alone. Invariants: ``sum c_x = Bx(m, b) + r_x``, ``sum s_x = r_x >> bits_x``
-    (likewise for y). Words: ``n*|m| + (2n-1)*(|dx| + |dy|)`` at most.
+    alone. Invariants: ``sum c_x = Bx(m, b) + r_x``,
+    ``sum s_x = floor(scale_x * r_x / 2**bits_x)`` (likewise for y; the public
+    integer ``scale`` lets the parties scale the opened ``Bx + r_x`` within
+    the truncation, see :func:`jaxmpc.ring.scaled_shift_right`).
+    Words: ``n*|m| + (2n-1)*(|dx| + |dy|)`` at most.
     """
     n = a.shape[0]
     a_tot, b_tot = _total(a), _total(b)
@@ -261,20 +266,22 @@ def beaver_transpose_triples(
     sy_rand = next(derived) if by and bits_y else None
     m_tot = _total(m)
 
-    def deal(product, bits, c_rand, s_rand, k):
+    def deal(product, bits, scale, c_rand, s_rand, k):
         if bits == 0:
+            if scale != 1:
+                raise ValueError("a scaled backward product needs a truncation (bits > 0)")
             return _correct_last(c_rand, product), None
         r = ring.random_ring(k, product.shape)
         return (
             _correct_last(c_rand, product + r),
-            _correct_last(s_rand, ring.arith_shift_right(r, bits)),
+            _correct_last(s_rand, ring.scaled_shift_right(r, scale, bits)),
         )
 
     c_x = s_x = c_y = s_y = None
     if bx is not None:
-        c_x, s_x = deal(bx(m_tot, b_tot), bits_x, cx_rand, sx_rand, kx)
+        c_x, s_x = deal(bx(m_tot, b_tot), bits_x, scale_x, cx_rand, sx_rand, kx)
     if by is not None:
-        c_y, s_y = deal(by(a_tot, m_tot), bits_y, cy_rand, sy_rand, ky)
+        c_y, s_y = deal(by(a_tot, m_tot), bits_y, scale_y, cy_rand, sy_rand, ky)
     return TransposeTriples(m, c_x, s_x, c_y, s_y)
 
 
@@ -328,28 +335,31 @@ def _random_bits_packed(key: jax.Array, n_parties: int, shape: Sequence[int]) ->
 
 
 class EdaBits(NamedTuple):
-    """A uniform ring element ``r`` shared arithmetically and its bits XOR-shared, bit-sliced.
+    """A uniform ring element ``r`` shared arithmetically and its bits XOR-shared.
 
-    ``arith``: ``(n, *shape)``, summing to ``r``. ``bits_sliced``: ``(n, 64, W)``,
-    ``W = ceil(N / 64)``, XOR-ing to :func:`jaxmpc.protocols.bitslice.slice_bits` of
-    ``r`` (bit ``j`` of word ``[k, w]`` = bit ``k`` of element ``64 w + j``; the
-    padding elements are 0).
+    ``arith``: ``(n, *shape)``, summing to ``r``. ``bits``: bit-sliced (the
+    default), ``(n, 64, W)`` with ``W = ceil(N / 64)``, XOR-ing to
+    :func:`jaxmpc.protocols.bitslice.slice_bits` of ``r`` (bit ``j`` of word
+    ``[k, w]`` = bit ``k`` of element ``64 w + j``; the padding elements are 0);
+    or, with ``sliced=False``, ``(n, *shape)`` XOR-ing to ``r`` itself.
     """
 
     arith: jax.Array
-    bits_sliced: jax.Array
+    bits: jax.Array
 
 
-def edabits(key: jax.Array, n_parties: int, shape: Sequence[int]) -> EdaBits:
+def edabits(key: jax.Array, n_parties: int, shape: Sequence[int], sliced: bool = True) -> EdaBits:
     """An edaBit per element [edaBits]: uniform ``r``, shared arithmetically and bit by bit.
 
     ``r`` is the sum of the parties' seeded arithmetic shares; the dealer
-    slices it and sends only the last party's XOR share of the sliced bits.
-    Words: ``n N + (n-1) 64 W`` for ``N`` elements (``(2n-1) N`` when 64
-    divides ``N``). Sent: ``64 W`` words.
+    slices it (unless ``sliced=False``) and sends only the last party's XOR
+    share of the bits. Words: ``n N + (n-1) 64 W`` for ``N`` elements
+    (``(2n-1) N`` when 64 divides ``N``; ``(2n-1) N`` unsliced). Sent: ``64 W``
+    words (``N`` unsliced).
     """
     shape = tuple(int(d) for d in shape)
-    sliced = (bitslice.BITS, bitslice.n_words(math.prod(shape)))
-    (arith,), (bits_rand,) = _party_randomness(key, n_parties, [shape], [sliced])
-    last = bitslice.slice_bits(_total(arith)) ^ _xor_total(bits_rand)
+    layout = (bitslice.BITS, bitslice.n_words(math.prod(shape))) if sliced else shape
+    (arith,), (bits_rand,) = _party_randomness(key, n_parties, [shape], [layout])
+    r = _total(arith)
+    last = (bitslice.slice_bits(r) if sliced else r) ^ _xor_total(bits_rand)
     return EdaBits(arith, jnp.concatenate([bits_rand, last[None]]))

@@ -43,6 +43,7 @@ def test_circuits_on_plaintext_words_match_uint64_arithmetic():
     x, y = with_edges(1), with_edges(2)
     np.testing.assert_array_equal(B.add_circuit(x, y, *PLAIN), x + y)
     np.testing.assert_array_equal(C.msb_add_circuit(x, y, *PLAIN), (x + y) >> U64(63))
+    np.testing.assert_array_equal(C.msb_gp_word_circuit(x & y, x ^ y, *PLAIN), (x + y + U64(1)) >> U64(63))
     carries = B.kogge_stone_carries(x & y, x ^ y, *PLAIN)
     np.testing.assert_array_equal((x ^ y) ^ (carries << U64(1)), x + y)
     s, k = B.csa_circuit(x, y, x ^ y, *PLAIN)
@@ -72,6 +73,8 @@ def test_and_layer_counts_and_sizes():
     assert len(add) == 7 and [math.prod(s) for s in add] == [4] + [8] * 5 + [4]
     msb = B.and_layer_shapes(C.msb_add_circuit, w, w)
     assert len(msb) == 7 and all(s == (4,) for s in msb)  # one word per layer
+    gp = B.and_layer_shapes(C.msb_gp_word_circuit, w, w)
+    assert len(gp) == 6 and all(s == (4,) for s in gp)  # g, p given: the tree alone
     assert len(B.and_layer_shapes(C.all_ones_circuit, w)) == 6
 
 
@@ -85,6 +88,7 @@ def test_adder_property(pairs):
     y = jnp.asarray(np.array([p[1] for p in pairs], dtype=U64))
     np.testing.assert_array_equal(B.add_circuit(x, y, *PLAIN), x + y)
     np.testing.assert_array_equal(C.msb_add_circuit(x, y, *PLAIN), (x + y) >> U64(63))
+    np.testing.assert_array_equal(C.msb_gp_word_circuit(x & y, x ^ y, *PLAIN), (x + y + U64(1)) >> U64(63))
 
 
 # ------------------------------------------------------------ shared words
@@ -110,6 +114,8 @@ def test_local_ops_and_secure_and(n):
     np.testing.assert_array_equal(B.reveal_bits(added), x + y)
     add = lambda a, b: B.eval_circuit(B.add_circuit, key(4), a, b)  # noqa: E731
     assert cost.cost_of(add, xs, ys).rounds == 7
+    msb = B.eval_circuit(C.msb_gp_word_circuit, key(5), B.and_bp(xs, y), xs ^ ys)  # x & y with y public
+    np.testing.assert_array_equal(B.reveal_bits(msb), (x + y + U64(1)) >> U64(63))
     with pytest.raises(TypeError):
         xs & ys
 

@@ -139,12 +139,15 @@ def xor_over_parties(shares):
 def test_edabits_invariant(n, shape):
     e = dealer.edabits(jax.random.key(n), n, shape)
     w = S.n_words(math.prod(shape))
-    assert e.arith.shape == (n,) + shape and e.bits_sliced.shape == (n, 64, w)
+    assert e.arith.shape == (n,) + shape and e.bits.shape == (n, 64, w)
     r = jnp.sum(e.arith, axis=0, dtype=jnp.uint64)
-    np.testing.assert_array_equal(xor_over_parties(e.bits_sliced), S.slice_bits(r))
+    np.testing.assert_array_equal(xor_over_parties(e.bits), S.slice_bits(r))
     assert len(np.unique(np.asarray(r))) == r.size  # uniform words: no repeats
     e2 = dealer.edabits(jax.random.key(n + 100), n, shape)
     assert not np.array_equal(e.arith, e2.arith)
+    u = dealer.edabits(jax.random.key(n), n, shape, sliced=False)  # one element per word
+    assert u.bits.shape == (n,) + shape
+    np.testing.assert_array_equal(xor_over_parties(u.bits), jnp.sum(u.arith, axis=0, dtype=jnp.uint64))
 
 
 @pytest.mark.parametrize("n", [2, 3, 5])

@@ -15,8 +15,9 @@ from jaxmpc.protocols import comparison as C
 PARTIES = (2, 3, 5)
 LTZ_ROUNDS = {2: 8, 3: 8, 5: 8}  # edaBits: open x + r, 6 AND levels, packed b2a
 CIRCUIT_ROUNDS = {2: 8, 3: 9, 5: 11}  # method="circuit" (and eqz + 1): 8 + carry-save layers
-#: words opened by ltz on N elements: x + r, 2 per AND word of the sliced tree, packed b2a
-LTZ_WORDS = lambda N: N + (2 * 118 + 1) * -(-N // 64)  # noqa: E731
+#: words opened by ltz on N elements: x + r, 2 per AND word of the tree, b2a. Sliced: 118 AND
+#: words and one b2a word per 64 elements; one element per word (N < 19): 6 AND words and one b2a
+LTZ_WORDS = lambda N: min(N + (2 * 118 + 1) * -(-N // 64), 14 * N)  # noqa: E731
 F = 16
 LIMIT = 2**62  # raw encodings satisfy |x| < 2**(62-f) * 2**f
 EDGES = [0, 1, -1, LIMIT - 1, -(LIMIT - 1), 2**F, -(2**F), LIMIT // 2]
@@ -70,9 +71,10 @@ def test_ltz_and_eqz_exact_over_the_range(n):
 RING_EDGES = [0, 1, -1, 2, -2, 2**63 - 1, -(2**63), -(2**63) + 1, 2**62, 2**62 - 1, 2**62 + 1,
               -(2**62), -(2**62) - 1, -(2**62) + 1, 3 * 2**61, -3 * 2**61]
 SHAPES = [(), (1,), (7,), (64,), (65,), (3, 50)]
-#: one cheaply compiled program per (shape, parties): both methods
-BOTH_METHODS = jax.jit(
-    lambda x, k: (C.ltz(x, k), C.ltz(x, k, method="circuit")),
+METHODS = ("edabits", "sliced", "words", "circuit")
+#: one cheaply compiled program per (shape, parties): every method
+ALL_METHODS = jax.jit(
+    lambda x, k: [C.ltz(x, k, method=m) for m in METHODS],
     compiler_options={"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True},
 )
 
@@ -90,11 +92,10 @@ def ring_values(seed, shape):
 def test_ltz_matches_the_circuit_reference_on_the_whole_ring(n, shape):
     raw = ring_values(n + len(shape), shape)
     x = shared(raw, n, seed=n)
-    got, ref = BOTH_METHODS(x, key(3))
-    assert got.frac_bits == 0 and got.shape == shape
     want = (raw < 0).astype(np.int64)
-    np.testing.assert_array_equal(opened(got), want)
-    np.testing.assert_array_equal(opened(ref), want)
+    for method, got in zip(METHODS, ALL_METHODS(x, key(3))):
+        assert got.frac_bits == 0 and got.shape == shape
+        np.testing.assert_array_equal(opened(got), want, method)
     c = cost.cost_of(C.ltz, x, key(3))
     assert c.rounds == 8 and c.bytes_per_party == LTZ_WORDS(max(1, raw.size)) * (n - 1) * 8
 
@@ -120,9 +121,27 @@ def test_ltz_opens_x_plus_r_and_uniform_words_only(n):
     assert not np.any(np.isin(masked_x.received[0], np.asarray(ring.from_signed(raw))))
 
 
+@pytest.mark.parametrize("n", PARTIES)
+def test_ltz_on_few_elements_uses_one_element_per_word(n):
+    shape = (18,)  # the largest size where a word per element opens fewer words than slicing
+    raw = ring_values(8, shape)
+    x = shared(raw, n, seed=8)
+    c = cost.cost_of(C.ltz, x, key(5))
+    assert [(o.what, o.domain, o.shapes) for o in c.openings] == (
+        [("ltz", "arith", (shape,))] + [("and", "xor", (shape, shape))] * 6 + [("b2a", "xor", (shape,))]
+    )
+    assert c.rounds == 8 and c.bytes_per_party == 14 * 18 * (n - 1) * 8 == LTZ_WORDS(18) * (n - 1) * 8
+    assert cost.cost_of(C.ltz, shared(ring_values(8, (19,)), n), key(5)).openings[-1].what == "b2a_packed"
+    with audit.capture() as log:
+        out = jax.block_until_ready(C.ltz(x, key(5)))
+    np.testing.assert_array_equal(opened(out), (raw < 0).astype(np.int64))
+    assert audit.verify(log, secrets=[x], reveals=set()).ok
+
+
 def test_ltz_rejects_an_unknown_method():
     with pytest.raises(ValueError, match="unknown ltz method"):
         C.ltz(shared(raw_values(0), 2), key(0), method="bits")
+    assert C.ltz_words(18, False) < C.ltz_words(18, True) and C.ltz_words(19, True) < C.ltz_words(19, False)
 
 
 @pytest.mark.parametrize("n", [2, 3])

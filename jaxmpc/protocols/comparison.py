@@ -9,7 +9,8 @@ one result bit:
   computed, by a carry tree whose generate/propagate bits are local (``c`` is
   public). The bits are *bit-sliced* (:mod:`jaxmpc.protocols.bitslice`): one
   word holds one bit position of 64 elements, so the tree's AND gates cost
-  ``118/64`` words per element. The circuit on the parties' own shares
+  ``118/64`` words per element (fewer than 19 elements: one element per
+  word, 6 AND words each). The circuit on the parties' own shares
   (``method="circuit"``, :func:`ltz_circuit_local`) is kept as the reference.
 * :func:`eqz`: ``[x == 0]``, a boolean circuit on the parties' trivially
   XOR-shared arithmetic shares (as in :mod:`jaxmpc.protocols.conversion`).
@@ -26,7 +27,8 @@ raw, which holds for any two encodable values (``|x| < 2**(62-f)``).
 Cost per element per party, ``B = (n-1) * 8`` bytes per opened word, ``d``
 carry-save layers for ``n`` parties (0 for 2, 1 for 3, 2 for 4, 3 for 5-6).
 ``ltz`` opens ``N + 237 ceil(N/64)`` words for ``N`` elements; the figures
-are for ``N`` a multiple of 64 (one element alone costs ``238 B``):
+are for ``N`` a multiple of 64 (below 19 elements it opens ``14 N`` words,
+``14 B`` per element: 112 / 224 / 448 bytes):
 
 ================  ========================  ==========================================
 protocol          rounds (2p / 3p / 5p)     bytes per element per party (2p / 3p / 5p)
@@ -49,6 +51,7 @@ bitwise less-than with the mask's bits). [Beaver91].
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Sequence
 
@@ -63,6 +66,7 @@ from jaxmpc.protocols.conversion import (
     b2a_local,
     b2a_packed_local,
     compress_circuit,
+    msb_gp_word_circuit,
     msb_sum_circuit,
     owned_words_local,
 )
@@ -83,7 +87,8 @@ def _zero_test_circuit(words: Sequence[jax.Array], and_fn, xor_fn) -> jax.Array:
 
 
 def ltz_local(
-    s: jax.Array, triples, r_arith: jax.Array, r_bits: jax.Array, rho_xor: jax.Array, rho_arith: jax.Array
+    s: jax.Array, triples, r_arith: jax.Array, r_bits: jax.Array, rho_xor: jax.Array, rho_arith: jax.Array,
+    sliced: bool = True,
 ) -> jax.Array:
     """One party's arithmetic share of ``[x < 0]`` (the MSB of ``x``) from its share ``s``.
 
@@ -97,18 +102,30 @@ def ltz_local(
     (:func:`~jaxmpc.protocols.bitslice.msb_gp_circuit`, 6 AND levels on
     sliced words); ``msb = p_63 ^ carry``; B2A of the packed bits
     (:func:`~jaxmpc.protocols.conversion.b2a_packed_local`).
+    ``sliced=False`` (few elements): the same with one element per word
+    (:func:`~jaxmpc.protocols.conversion.msb_gp_word_circuit`, 1 AND word
+    per level) and a B2A per element.
     Opened: ``c`` (uniform: ``r`` is), the Beaver-masked ``d``/``e`` of each
-    AND word, and ``msb ^ rho`` (uniform words).
+    AND word, and ``msb ^ rho`` (uniform words; unsliced: uniform bits).
     Cost: 8 rounds for any ``n``; ``(n-1) * 8 * (N + 237 W)`` bytes per party
-    for ``N`` elements, ``W = ceil(N/64)`` (``(n-1) * 37.6`` per element).
+    for ``N`` elements, ``W = ceil(N/64)`` (``(n-1) * 37.6`` per element);
+    unsliced ``(n-1) * 8 * 14 N``.
     """
     c = spmd.open_sum(s + r_arith, what="ltz")
-    c_sliced = bitslice.slice_bits(c)
+    c_bits = bitslice.slice_bits(c) if sliced else c
     lead = spmd.is_party(0)
     v = jnp.where(lead, ~r_bits, r_bits)
-    g, p = c_sliced & v, jnp.where(lead, c_sliced ^ v, v)
+    g, p = c_bits & v, jnp.where(lead, c_bits ^ v, v)
+    if not sliced:
+        return b2a_local(binary.run_local(msb_gp_word_circuit, triples, g, p), rho_xor, rho_arith)
     msb = binary.run_local(bitslice.msb_gp_circuit, triples, g, p)
     return b2a_packed_local(msb, rho_xor, rho_arith)
+
+
+def ltz_words(size: int, sliced: bool) -> int:
+    """Words one party opens per other party in :func:`ltz_local` for ``size`` elements:
+    ``c``, two per AND word, the B2A (``N + 237 W`` sliced, ``14 N`` not)."""
+    return size + (2 * 118 + 1) * bitslice.n_words(size) if sliced else 14 * size
 
 
 def ltz_circuit_local(s: jax.Array, triples, r_xor: jax.Array, r_arith: jax.Array) -> jax.Array:
@@ -157,24 +174,28 @@ def ltz(x: SharedTensor, key: jax.Array, method: str = "edabits") -> SharedTenso
     """``[x < 0]`` as a shared 0/1 integer (``frac_bits=0``), exact for every ring element.
 
     ``method="edabits"`` (default): :func:`ltz_local`, 8 rounds for any number
-    of parties, about ``(n-1) * 37.6`` bytes per element per party.
-    ``method="circuit"``: the reference :func:`ltz_circuit_local`, ``d + 8``
-    rounds and ``(2d + 15) (n-1) * 8`` bytes.
+    of parties, about ``(n-1) * 37.6`` bytes per element per party; bit-sliced
+    unless the elements are so few (``N < 19``) that one element per word
+    opens fewer words (:func:`ltz_words`). ``"sliced"`` / ``"words"`` force
+    the layout. ``"circuit"``: the reference :func:`ltz_circuit_local`,
+    ``d + 8`` rounds and ``(2d + 15) (n-1) * 8`` bytes per element.
     """
     if method == "circuit":
         return _bit_protocol(x, key, msb_sum_circuit, ltz_circuit_local)
-    if method != "edabits":
-        raise ValueError(f"unknown ltz method {method!r}; use 'edabits' or 'circuit'")
+    if method not in ("edabits", "sliced", "words"):
+        raise ValueError(f"unknown ltz method {method!r}; use 'edabits', 'sliced', 'words' or 'circuit'")
     _require_ring(x)
     _check_key(key)
-    n = x.n_parties
+    n, size = x.n_parties, math.prod(x.shape)
+    sliced = method == "sliced" or (method == "edabits" and ltz_words(size, True) <= ltz_words(size, False))
     k_r, k_and, k_bit = jax.random.split(key, 3)
-    eda = dealer.edabits(k_r, n, x.shape)
-    sliced = binary.words_like(eda.bits_sliced.shape[1:])
-    triples = binary.circuit_triples(k_and, n, bitslice.msb_gp_circuit, sliced, sliced)
-    rho = dealer.random_bits(k_bit, n, x.shape, packed=True)
-    out = spmd.party_map(ltz_local)(x.shares, triples, eda.arith, eda.bits_sliced, rho.xor, rho.arith)
-    return SharedTensor(out, 0)
+    eda = dealer.edabits(k_r, n, x.shape, sliced=sliced)
+    words = binary.words_like(eda.bits.shape[1:])
+    circuit = bitslice.msb_gp_circuit if sliced else msb_gp_word_circuit
+    triples = binary.circuit_triples(k_and, n, circuit, words, words)
+    rho = dealer.random_bits(k_bit, n, x.shape, packed=sliced)
+    local = functools.partial(ltz_local, sliced=sliced)
+    return SharedTensor(spmd.party_map(local)(x.shares, triples, eda.arith, eda.bits, rho.xor, rho.arith), 0)
 
 
 def eqz(x: SharedTensor, key: jax.Array) -> SharedTensor:

@@ -71,7 +71,23 @@ def msb_add_circuit(x: jax.Array, y: jax.Array, and_fn: AndFn, xor_fn: XorFn) ->
     each level costs one word instead of Kogge-Stone's two.
     """
     p = xor_fn(x, y)
-    G, P = and_fn(x, y) << U64(1), p << U64(1)
+    return _msb_from_gp(and_fn(x, y), p, and_fn, xor_fn)
+
+
+def msb_gp_word_circuit(g: jax.Array, p: jax.Array, and_fn: AndFn, xor_fn: XorFn) -> jax.Array:
+    """Bit 63 of ``a + b + 1`` (in bit 0) from ``g = a & b``, ``p = a ^ b``: 6 AND layers of 1 word.
+
+    The word layout of :func:`jaxmpc.protocols.bitslice.msb_gp_circuit` (one
+    element per word): the carry-in is folded into bit 0 (``g_0 ^= p_0``), then
+    the packed tree of :func:`msb_add_circuit`. For ``ltz`` on few elements,
+    where a sliced word would be mostly padding.
+    """
+    return _msb_from_gp(xor_fn(g, p & U64(1)), p, and_fn, xor_fn)
+
+
+def _msb_from_gp(g: jax.Array, p: jax.Array, and_fn: AndFn, xor_fn: XorFn) -> jax.Array:
+    """``p_63 ^ carry_63`` (in bit 0) from bitwise generate/propagate words: 6 packed AND layers."""
+    G, P = g << U64(1), p << U64(1)
     for s in (1, 2, 4, 8, 16, 32):
         hi, lo = _pair_masks(s)
         p_hi = P & hi
