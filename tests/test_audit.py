@@ -7,7 +7,7 @@ only the count of correct predictions revealed, all in one jit traced inside
 ``audit.capture()``. Checked:
 
 * the set of ``(what, masked)`` labels: Beaver-masked differences, masked
-  values inside truncation and comparison (AND, B2A) protocols, and the two
+  values inside truncation and comparison (x + r, AND, B2A) protocols, and the two
   values the user revealed;
 * the opened values: every masked opening passes ``audit.verify`` (uniform,
   no known secret among them, no reused mask), and the revealed values are
@@ -38,8 +38,10 @@ EXPECTED_LABELS = {
     ("beaver", True),  # x - a, y - b of every product (and the cotangent's in the backward pass)
     ("trunc", True),  # x + r of every truncation (fused with the products)
     ("square", True),  # x - a of the squared error
+    ("ltz", True),  # x + r of every comparison (relu, argmax), r the dealer's edaBit
     ("and", True),  # masked words of the AND gates inside the comparisons (relu, argmax)
-    ("b2a", True),  # masked sign bits turned into arithmetic shares
+    ("b2a_packed", True),  # masked sign bits (64 per word) turned into arithmetic shares
+    ("b2a", True),  # the same, one per word: comparisons of fewer than 19 elements (argmax of 4 rows)
     ("reveal", False),  # the logged loss, revealed on purpose
     ("correct_count", False),  # the number of correct test predictions, revealed on purpose
 }
