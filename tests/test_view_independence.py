@@ -12,7 +12,8 @@ inputs. We compare two very different secrets:
 Vectorised: one call runs ``2 T`` independent trials along a batch axis (the
 dealer's randomness and the input shares are independent per element); the
 first ``T`` have secret ``A``, the last ``T`` secret ``B``. The view of a
-party is a ``(2T, W)`` matrix of 64-bit words (``audit.party_view``).
+party is a ``(2T, W)`` matrix of 64-bit words (``audit.party_view``; the
+bit-sliced words of ``ltz``, 64 trials each, are unsliced into each trial's bits).
 
 Statistics: for every view word, and for the difference and XOR of every pair
 of a subset of words (functions of identically distributed views are
@@ -39,7 +40,7 @@ import numpy as np
 import pytest
 
 from jaxmpc import audit, dealer, ring, spmd, tensor
-from jaxmpc.protocols import arithmetic, binary, comparison, conversion
+from jaxmpc.protocols import arithmetic, binary, bitslice, comparison, conversion
 from jaxmpc.tensor import SharedTensor
 
 ALPHA = 1e-3
@@ -109,6 +110,27 @@ def shares_of(obj) -> list[jax.Array]:
     return [leaf.shares for leaf in jax.tree.leaves(obj, is_leaf=lambda v: isinstance(v, (SharedTensor, binary.SharedBits)))]
 
 
+def trial_columns(arr: np.ndarray) -> np.ndarray:
+    """``audit.batch_columns`` of a leaf with a trial axis; for a bit-sliced leaf
+    (``ltz``'s ``(rows, W)`` AND words, its ``(W,)`` packed B2A words: 64
+    elements per word, no trial axis), each trial's own bits, unsliced."""
+    arr = np.asarray(arr)
+    if B2 in arr.shape or arr.ndim > 2 or (64 * arr.shape[-1]) % B2:
+        return audit.batch_columns(arr, B2)
+    rows = arr.reshape((-1, arr.shape[-1]))
+    assert rows.shape[0] <= 64, rows.shape
+    sliced = np.zeros((64, rows.shape[1]), np.uint64)
+    sliced[: rows.shape[0]] = rows
+    per_element = bitslice.unslice_bits(jnp.asarray(sliced), (64 * rows.shape[1],))  # trial-major
+    return np.asarray(per_element).reshape(B2, -1)
+
+
+def party_view(log: audit.AuditLog, party: int) -> np.ndarray:
+    """``audit.party_view`` with bit-sliced leaves split by trial (:func:`trial_columns`)."""
+    cols = [trial_columns(a) for m in log.view(party) for a in m.sent + (m.received or ())]
+    return np.concatenate(cols, axis=1) if cols else np.zeros((B2, 0), np.uint64)
+
+
 def capture_views(fn: Callable, inputs: tuple, key, n: int) -> dict[int, np.ndarray]:
     """Run ``fn(*inputs, key)`` once (jit, cheap compilation) with an audit
     capture; return each party's view: input shares, sent/received words,
@@ -120,7 +142,7 @@ def capture_views(fn: Callable, inputs: tuple, key, n: int) -> dict[int, np.ndar
     views = {}
     for party in range(n):
         cols = [audit.batch_columns(np.asarray(s[party]), B2) for s in shares_of(inputs)]
-        cols.append(audit.party_view(log, party, B2))
+        cols.append(party_view(log, party))
         cols += [audit.batch_columns(np.asarray(s[party]), B2) for s in shares_of(out)]
         views[party] = np.concatenate(cols, axis=1)
     return views
