@@ -138,7 +138,7 @@ def _matmul_fwd(key, x, w, *, trunc):
     return z, (masks, x.frac_bits, w.frac_bits)
 
 
-def _matmul_bwd(key, res, ct, needs, *, trunc):
+def _matmul_bwd(key, res, ct, needs, *, trunc, w_grad_scale):
     """``dx = ct @ w^T``, ``dw = x^T @ ct`` (only those needed), reusing the
     forward masks: one opening of ``ct - m``, one round of truncation."""
     masks, fx, fw = res
@@ -146,18 +146,50 @@ def _matmul_bwd(key, res, ct, needs, *, trunc):
         ct, masks, key,
         (lambda c, y: ring.matmul(c, jnp.swapaxes(y, -1, -2))) if needs[0] else None,
         (lambda x, c: ring.matmul(jnp.swapaxes(x, -1, -2), c)) if needs[1] else None,
-        x_frac=fx, y_frac=fw, trunc=trunc,
+        x_frac=fx, y_frac=fw, trunc=trunc, y_scale=w_grad_scale,
     )
 
 
-def matmul(x: SharedTensor, w: SharedTensor, key: jax.Array, *, trunc="dealer") -> SharedTensor:
+def matmul(
+    x: SharedTensor, w: SharedTensor, key: jax.Array, *, trunc="dealer", w_grad_scale: float | None = None
+) -> SharedTensor:
     """Differentiable ``x @ w`` (2-D): Beaver matmul forward; backward reuses
-    its masks (:func:`jaxmpc.protocols.arithmetic.bilinear_transpose_ss`)."""
+    its masks (:func:`jaxmpc.protocols.arithmetic.bilinear_transpose_ss`).
+
+    ``w_grad_scale``: the backward pass returns ``w_grad_scale * dw`` (``dx``
+    unscaled), folded into ``dw``'s truncation at no cost -- e.g. a learning
+    rate, so that SGD needs no truncation of its own (see
+    :func:`jaxmpc.optim.sgd`'s ``prescaled``). Needs ``trunc="dealer"``.
+    """
     if x.ndim != 2 or w.ndim != 2:
         raise ValueError(f"matmul takes 2-D operands, got shapes {x.shape} and {w.shape}")
+    if w_grad_scale is not None:
+        arithmetic._encode_scale(w_grad_scale, w.frac_bits)  # fail early, outside the backward pass
+        if trunc != "dealer":
+            raise ValueError("w_grad_scale is folded into the dealer's truncation; use trunc='dealer'")
     return secure_op(
-        functools.partial(_matmul_fwd, trunc=trunc), functools.partial(_matmul_bwd, trunc=trunc)
+        functools.partial(_matmul_fwd, trunc=trunc),
+        functools.partial(_matmul_bwd, trunc=trunc, w_grad_scale=w_grad_scale),
     )(key, x, w)
+
+
+def _scale_grad_fwd(key, x, *, scale, trunc):
+    return x, None
+
+
+def _scale_grad_bwd(key, res, ct, needs, *, scale, trunc):
+    return (arithmetic.mul_public(ct, scale, key, trunc=trunc),)
+
+
+def scale_grad(x: SharedTensor, scale: float, key: jax.Array, *, trunc="dealer") -> SharedTensor:
+    """The identity forward; the backward pass multiplies the cotangent by the
+    public ``scale`` (one truncation of ``|x|`` elements). E.g. a bias whose
+    gradient must carry the learning rate like the weights' (:func:`matmul`'s
+    ``w_grad_scale``)."""
+    return secure_op(
+        functools.partial(_scale_grad_fwd, scale=scale, trunc=trunc),
+        functools.partial(_scale_grad_bwd, scale=scale, trunc=trunc),
+    )(key, x)
 
 
 def _sum_to_shape(z: jax.Array, shape: tuple[int, ...]) -> jax.Array:

@@ -91,11 +91,15 @@ def mlp(
     *,
     activation: Activation = "relu",
     trunc: TruncMethod = "dealer",
+    grad_scale: float | None = None,
 ) -> SharedTensor:
     """Secure forward pass: ``Linear - act - ... - Linear`` on shares, logits out.
 
     Differentiable (``jaxmpc.value_and_grad``) for shared parameters; with
     :func:`premask_params` weights it is the cheaper inference-only pass.
+    ``grad_scale``: the parameters' gradients come out multiplied by it (a
+    learning rate, for ``optim.sgd(..., prescaled=True)``): folded into the
+    weight gradients' truncations for free, one truncation per bias element.
     """
     _check_activation(activation)
     if not isinstance(x, SharedTensor):
@@ -107,10 +111,15 @@ def mlp(
         )
     h = x
     for i, layer in enumerate(params):
-        k_lin, k_act = jax.random.split(jax.random.fold_in(key, i))
-        w = layer["w"]
-        matmul = arithmetic.matmul if isinstance(w, Premasked) else ad.matmul
-        h = matmul(h, w, k_lin, trunc=trunc) + layer["b"]
+        k_lin, k_act, k_b = jax.random.split(jax.random.fold_in(key, i), 3)
+        w, b = layer["w"], layer["b"]
+        if isinstance(w, Premasked):
+            h = arithmetic.matmul(h, w, k_lin, trunc=trunc) + b
+        elif grad_scale is None:
+            h = ad.matmul(h, w, k_lin, trunc=trunc) + b
+        else:
+            b = ad.scale_grad(b, grad_scale, k_b, trunc=trunc)
+            h = ad.matmul(h, w, k_lin, trunc=trunc, w_grad_scale=grad_scale) + b
         if i < len(params) - 1:
             h = ad.relu(h, k_act) if activation == "relu" else ad.square(h, k_act, trunc=trunc)
     return h

@@ -43,11 +43,17 @@ def sgd(
     momentum: float = 0.0,
     *,
     trunc: TruncMethod = "dealer",
+    prescaled: bool = False,
 ) -> optax.GradientTransformation:
     """SGD on shares: ``m <- momentum * m + g``, update ``-learning_rate * m``.
 
-    Each step costs one truncation per parameter (two with momentum). With
-    ``frac_bits=f`` the learning rate is encoded as ``round(lr * 2**f) / 2**f``.
+    Each step costs one truncation per parameter (plus one with momentum).
+    With ``frac_bits=f`` the learning rate is encoded as ``round(lr * 2**f) / 2**f``.
+
+    ``prescaled=True``: the gradients given to ``update`` already carry the
+    learning rate (``g = lr * grad``, e.g. from ``nn.mlp(..., grad_scale=lr)``,
+    which folds it into the backward pass's truncations), so the update is
+    ``-m``: no truncation, no dealer words, no round without momentum.
     """
     arithmetic._check_key(key)
     lr = _check_hyper("learning_rate", learning_rate, 0.0, 1e6)
@@ -72,7 +78,10 @@ def sgd(
             new_momentum = jax.tree.unflatten(treedef, m_leaves)
         else:
             m_leaves, new_momentum = leaves, None
-        updates = [arithmetic.mul_public(m, -lr, k, trunc=trunc) for m, k in zip(m_leaves, keys[1])]
+        if prescaled:
+            updates = [-m for m in m_leaves]
+        else:
+            updates = [arithmetic.mul_public(m, -lr, k, trunc=trunc) for m, k in zip(m_leaves, keys[1])]
         return jax.tree.unflatten(treedef, updates), SGDState(key, new_momentum)
 
     return optax.GradientTransformation(init, update)

@@ -114,6 +114,32 @@ def arith_shift_right(x: jax.Array, bits: int) -> jax.Array:
     return from_signed(jnp.right_shift(to_signed(x), jnp.int64(bits)))
 
 
+def scaled_shift_right(x: jax.Array, scale: int, bits: int) -> jax.Array:
+    """``floor(scale * x / 2**bits)`` for signed ring elements ``x`` and a public
+    integer ``0 < scale < 2**31``, exact (the product is formed in 96 bits) and
+    reduced mod 2**64. ``scale=1`` is :func:`arith_shift_right`.
+
+    With ``x = 2**32 hi + lo`` (``hi`` signed, ``lo`` unsigned 32-bit):
+    ``scale*hi`` and ``scale*lo`` fit 64 bits, and
+    ``floor((scale*hi*2**32 + scale*lo) / 2**bits)`` is
+    ``scale*hi*2**(32-bits) + (scale*lo >> bits)`` for ``bits <= 32`` and
+    ``(scale*hi + (scale*lo >> 32)) >>_a (bits-32)`` above.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or not 0 < scale < 2**31:
+        raise ValueError(f"scale must be an integer in [1, 2**31), got {scale!r}")
+    if not 0 <= bits <= 63:
+        raise ValueError(f"bits must be in [0, 63], got {bits}")
+    if scale == 1:
+        return arith_shift_right(x, bits)
+    sx = to_signed(x)
+    hi = jnp.right_shift(sx, jnp.int64(32)) * jnp.int64(scale)
+    lo = (x & RING_DTYPE(2**32 - 1)) * RING_DTYPE(scale)
+    if bits <= 32:
+        return from_signed(hi) * RING_DTYPE(2 ** (32 - bits)) + (lo >> RING_DTYPE(bits))
+    top = hi + to_signed(lo >> RING_DTYPE(32))
+    return from_signed(jnp.right_shift(top, jnp.int64(bits - 32)))
+
+
 def random_ring(key: jax.Array, shape) -> jax.Array:
     """Uniform ring elements."""
     return jax.random.bits(key, tuple(shape), RING_DTYPE)

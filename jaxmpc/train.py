@@ -146,12 +146,13 @@ class TrainResult:
 # --------------------------------------------------------------- the pieces
 
 
-def loss_fn(config: TrainConfig) -> Callable[..., SharedTensor]:
-    """``loss(params, x, y, key)`` on shares, differentiable by ``jaxmpc.value_and_grad``."""
+def loss_fn(config: TrainConfig, grad_scale: float | None = None) -> Callable[..., SharedTensor]:
+    """``loss(params, x, y, key)`` on shares, differentiable by ``jaxmpc.value_and_grad``
+    (gradients multiplied by ``grad_scale``, see :func:`jaxmpc.nn.mlp`)."""
 
     def loss(params, x, y, key):
         k_model, k_loss = jax.random.split(key)
-        logits = nn.mlp(params, x, k_model, activation=config.activation, trunc=config.trunc)
+        logits = nn.mlp(params, x, k_model, activation=config.activation, trunc=config.trunc, grad_scale=grad_scale)
         if config.loss == "xent":
             return losses.softmax_cross_entropy(logits, y, k_loss, trunc=config.trunc)
         return losses.mse(logits, y, k_loss, trunc=config.trunc)
@@ -159,9 +160,27 @@ def loss_fn(config: TrainConfig) -> Callable[..., SharedTensor]:
     return loss
 
 
-def make_train_step(config: TrainConfig, optimizer: optax.GradientTransformation):
-    """One SGD step on shares: forward, encrypted backward, update. Not jitted here."""
-    loss = loss_fn(config)
+def make_optimizer(config: TrainConfig, key: jax.Array) -> tuple[optax.GradientTransformation, float | None]:
+    """The main job's SGD and the ``grad_scale`` its step must use.
+
+    With dealer truncation the learning rate is folded into the backward
+    pass (each weight gradient's truncation scales by it for free), so SGD
+    needs no truncation of its own: about a fifth fewer dealer words and one
+    round less per step than ``optim.sgd(lr)`` on plain gradients, which
+    stays the path for local truncation and for other optimizers.
+    """
+    fold = config.trunc == "dealer"
+    opt = optim.sgd(config.lr, key, config.momentum, trunc=config.trunc, prescaled=fold)
+    return opt, (config.lr if fold else None)
+
+
+def make_train_step(config: TrainConfig, optimizer: optax.GradientTransformation, grad_scale: float | None = None):
+    """One SGD step on shares: forward, encrypted backward, update. Not jitted here.
+
+    ``grad_scale`` multiplies the gradients the optimizer receives (pair it
+    with an optimizer that expects that, as :func:`make_optimizer` does).
+    """
+    loss = loss_fn(config, grad_scale)
 
     def step(params, opt_state, x, y, key):
         value, grads = ad.value_and_grad(loss)(params, x, y, key)
@@ -290,9 +309,9 @@ def train(
         f"{config.frac_bits} fractional bits, truncation: {config.trunc}"
     )
 
-    optimizer = optim.sgd(config.lr, k_opt, config.momentum, trunc=config.trunc)
+    optimizer, grad_scale = make_optimizer(config, k_opt)
     opt_state = optimizer.init(params)
-    step_fn = make_train_step(config, optimizer)
+    step_fn = make_train_step(config, optimizer, grad_scale)
     step_cost = cost.cost_of(step_fn, params, opt_state, xs[0], ys[0], k_steps)
     log(f"cost per training step: {step_cost.rounds} rounds, {step_cost.bytes_per_party / 2**20:.2f} MiB sent per party")
     step = jax.jit(step_fn, donate_argnums=(0, 1))

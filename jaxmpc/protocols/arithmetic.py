@@ -225,6 +225,7 @@ def bilinear_transpose_ss(
     x_frac: int,
     y_frac: int,
     trunc: TruncMethod = "dealer",
+    y_scale: float | None = None,
 ) -> tuple[SharedTensor | None, SharedTensor | None]:
     """The backward pass of ``z = B(x, y)``: ``Bx(ct, y)`` and ``By(x, ct)``.
 
@@ -235,29 +236,43 @@ def bilinear_transpose_ss(
     (:func:`jaxmpc.dealer.beaver_transpose_triples`); both truncations are
     opened together (1 more round). Pass ``bx`` / ``by`` as None to skip an
     output. E.g. matmul: ``Bx(c, y) = c @ y.T``, ``By(x, c) = x.T @ c``.
+
+    ``y_scale``: return ``y_scale * By(x, ct)`` instead, a public positive
+    real encoded with the output's fractional bits and applied to the opened
+    value within the fused truncation (:func:`jaxmpc.ring.scaled_shift_right`):
+    no extra round, words or truncation error. This is how a learning rate is
+    folded into the weight gradient (:func:`jaxmpc.autodiff.matmul`'s
+    ``w_grad_scale``). With ``trunc="local"`` it costs one more truncation.
     """
     _require_ring(ct)
     _check_key(key)
     bits_x = min(ct.frac_bits, y_frac) if bx else 0
     bits_y = min(x_frac, ct.frac_bits) if by else 0
     fuse = trunc == "dealer"
+    scale_y, shift_y = 1, bits_y
+    if y_scale is not None and by is not None:
+        fs = x_frac + ct.frac_bits - bits_y  # the output's fractional bits
+        scale_y, shift_y = _encode_scale(y_scale, fs), bits_y + fs
+        if not fuse or not bits_y:
+            raise ValueError("y_scale needs the dealer's fused truncation (trunc='dealer', fractional operands)")
     t = dealer.beaver_transpose_triples(
-        key, masks.a, masks.b, ct.shape, bx, by, bits_x if fuse else 0, bits_y if fuse else 0
+        key, masks.a, masks.b, ct.shape, bx, by, bits_x if fuse else 0, shift_y if fuse else 0, 1, scale_y
     )
-    wanted = [(bx, bits_x, t.c_x, t.s_x, True), (by, bits_y, t.c_y, t.s_y, False)]
+    wanted = [(bx, bits_x, t.c_x, t.s_x, True, 1, bits_x), (by, bits_y, t.c_y, t.s_y, False, scale_y, shift_y)]
     wanted = [w for w in wanted if w[0] is not None]
 
     def local(ct_s, m, a, b, e, f, cs, ss):
         g = spmd.open_sum(ct_s - m, what="beaver")
         outs = [
             beaver_opened_local(g, f, m, b, c, bil) if is_x else beaver_opened_local(e, g, a, m, c, bil)
-            for (bil, _, _, _, is_x), c in zip(wanted, cs)
+            for (bil, _, _, _, is_x, _, _), c in zip(wanted, cs)
         ]
         to_open = [i for i, w in enumerate(wanted) if w[1] and fuse]
         if to_open:
             opened = spmd.open_sum(tuple(outs[i] for i in to_open), what="trunc")
             for i, z in zip(to_open, opened):
-                lead = jnp.where(spmd.is_party(0), ring.arith_shift_right(z, wanted[i][1]), jnp.zeros_like(z))
+                *_, scale, shift = wanted[i]
+                lead = jnp.where(spmd.is_party(0), ring.scaled_shift_right(z, scale, shift), jnp.zeros_like(z))
                 outs[i] = lead - ss[i]
         return outs
 
@@ -265,14 +280,17 @@ def bilinear_transpose_ss(
     ss = [w[3] if w[3] is not None else jnp.zeros_like(w[2]) for w in wanted]
     outs = spmd.party_map(local)(ct.shares, t.m, masks.a, masks.b, masks.e, masks.f, cs, ss)
     results = []
-    for (bil, bits, _, _, is_x), z in zip(wanted, outs):
+    for (bil, bits, _, _, is_x, scale, shift), z in zip(wanted, outs):
         frac = ct.frac_bits + (y_frac if is_x else x_frac)
         out = SharedTensor(z, frac - bits) if fuse else truncate(
             SharedTensor(z, frac), jax.random.fold_in(key, 7 + is_x), bits, method=trunc
         )
         if fuse:
             out = debug.on_truncate(
-                lambda bil=bil, is_x=is_x: debug.transpose_product(ct, masks, bil, is_x), out, bits
+                lambda bil=bil, is_x=is_x, scale=scale: debug.transpose_product(ct, masks, bil, is_x)
+                * jnp.uint64(scale),
+                out,
+                shift,
             )
         results.append(out)
     it = iter(results)
@@ -356,6 +374,19 @@ def bilinear_sm(
     t = dealer.beaver_triple(k_triple, x.n_parties, x.shape, y.shape, bilinear, b=y.b)
     z = spmd.party_map(product)(x.shares, t.a, y.b, y.f, t.c)
     return truncate(SharedTensor(z, x.frac_bits + y.frac_bits), k_trunc, bits, method=trunc)
+
+
+def _encode_scale(scale: float, frac_bits: int) -> int:
+    """A public positive real as the integer ``round(scale * 2**frac_bits)`` in ``[1, 2**31)``."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"a gradient scale must be a positive finite number, got {scale!r}")
+    enc = int(round(scale * 2**frac_bits))
+    if not 1 <= enc < 2**31:
+        raise ValueError(
+            f"gradient scale {scale} encodes to {enc} with {frac_bits} fractional bits; "
+            f"use a scale in [{2.0**-frac_bits:g}, {2.0**(31 - frac_bits):g})"
+        )
+    return enc
 
 
 def _check_factors(x: SharedTensor, y: SharedTensor) -> None:
