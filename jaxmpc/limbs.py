@@ -53,6 +53,7 @@ to the limb overhead; :func:`matmul` keeps them on the uint64 dot
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -86,13 +87,29 @@ def _shl(x: jax.Array, bits: int) -> jax.Array:
     return x << jnp.uint64(bits)  # wraps mod 2**64
 
 
-def _chunk_product(a: jax.Array, b: jax.Array) -> jax.Array:
+class SplitOperand(NamedTuple):
+    """The float64 limbs of a right operand ``b`` (:func:`split_rhs`), kept
+    to multiply many left operands by the same ``b`` without re-splitting it."""
+
+    d0: jax.Array
+    d1: jax.Array
+    d2: jax.Array
+    d01: jax.Array  # d0 + d1, Karatsuba's middle factor
+
+
+def split_rhs(b: jax.Array) -> SplitOperand:
+    """Limbs of a uint64 right operand ``(..., K, N)``, for :func:`matmul_split_rhs`."""
+    d0, d1, d2 = _split(b)
+    return SplitOperand(d0, d1, d2, d0 + d1)
+
+
+def _chunk_product(a: jax.Array, b: jax.Array | SplitOperand) -> jax.Array:
     """``a @ b mod 2**64`` for a contraction of at most :data:`MAX_CHUNK_K`."""
     a0, a1, a2 = _split(a)
-    b0, b1, b2 = _split(b)
+    b0, b1, b2, b01 = b if isinstance(b, SplitOperand) else split_rhs(b)
     p0 = _ring(jnp.matmul(a0, b0))
     p1 = _ring(jnp.matmul(a1, b1))
-    p2 = _ring(jnp.matmul(a0 + a1, b0 + b1))
+    p2 = _ring(jnp.matmul(a0 + a1, b01))
     p3 = _ring(jnp.matmul(a0, b2) + jnp.matmul(a2, b0))  # |sum| <= K * 2**42: exact
     return p0 + _shl(p2 - p0 - p1, 22) + _shl(p3, 43) + _shl(p1, 44)
 
@@ -124,6 +141,25 @@ def matmul_limbs(a: jax.Array, b: jax.Array) -> jax.Array:
         hi = min(lo + size, k)
         bk = b[lo:hi] if b.ndim == 1 else b[..., lo:hi, :]
         part = _chunk_product(a[..., lo:hi], bk)
+        out = part if out is None else out + part
+    return out
+
+
+def matmul_split_rhs(a: jax.Array, b: SplitOperand) -> jax.Array:
+    """``a @ b mod 2**64`` with ``b``'s limbs from :func:`split_rhs`: bit-equal
+    to :func:`matmul_limbs` (tested), without splitting ``b`` again."""
+    a = jnp.asarray(a)
+    if a.dtype != jnp.uint64:
+        raise TypeError(f"matmul_split_rhs takes uint64 ring elements on the left, got {a.dtype}")
+    k = a.shape[-1]
+    if b.d0.ndim < 2 or b.d0.shape[-2] != k:
+        raise ValueError(f"matmul shapes {a.shape} and {b.d0.shape} do not match (inner dimensions differ)")
+    chunks = max(1, math.ceil(k / MAX_CHUNK_K))
+    size = math.ceil(k / chunks)
+    out = None
+    for lo in range(0, k, size):
+        hi = min(lo + size, k)
+        part = _chunk_product(a[..., lo:hi], SplitOperand(*(d[..., lo:hi, :] for d in b)))
         out = part if out is None else out + part
     return out
 

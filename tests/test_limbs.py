@@ -117,6 +117,27 @@ def test_contraction_at_and_above_the_chunk_bound(k, fill):
     assert_same(limb_product(a, b), reference(a, b))
 
 
+@pytest.mark.parametrize("k", [1, 64, K_MAX, K_MAX + 1, 2 * K_MAX + 1])
+@pytest.mark.parametrize("fill", ["worst", "uniform"])
+def test_presplit_right_operand_is_bit_equal(k, fill):
+    """matmul_split_rhs(a, split_rhs(b)) == matmul_limbs(a, b), across the chunk bound,
+    and batched over a leading party axis as premasked weights are."""
+    if fill == "worst":
+        a, b = full(WORST, (2, 3, k)), full(WORST, (2, k, 4))
+    else:
+        a, b = rand(k, (2, 3, k)), rand(k + 1, (2, k, 4))
+    got = _jitted(jax.vmap(lambda x, y: limbs.matmul_split_rhs(x, limbs.split_rhs(y))))(a, b)
+    assert_same(got, _jitted(jax.vmap(limbs.matmul_limbs))(a, b))
+    assert_same(got[0], reference(a[0], b[0]))
+
+
+def test_presplit_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="inner dimensions differ"):
+        limbs.matmul_split_rhs(rand(0, (2, 5)), limbs.split_rhs(rand(1, (4, 3))))
+    with pytest.raises(TypeError, match="uint64"):
+        limbs.matmul_split_rhs(jnp.ones((2, 4)), limbs.split_rhs(rand(1, (4, 3))))
+
+
 def test_reference_network_layer():
     a, b = rand(7, (64, 784)), rand(8, (784, 128))
     expected = reference(a, b)

@@ -27,7 +27,11 @@ def _ring_shared(u: np.ndarray, key, n: int) -> SharedTensor:
 
 
 @pytest.mark.parametrize("n", [2, 3, 5])
-@pytest.mark.parametrize("xshape,wshape", [((4, 6), (6, 3)), ((1, 9), (9, 2)), ((2, 3, 5), (5, 4))])
+@pytest.mark.parametrize(
+    "xshape,wshape",
+    # the last two take the limb path with the weight's limbs split once (K <= 910, and chunked)
+    [((4, 6), (6, 3)), ((1, 9), (9, 2)), ((2, 3, 5), (5, 4)), ((8, 96), (96, 64)), ((4, 1000), (1000, 40))],
+)
 def test_premasked_matmul_is_exact_over_the_whole_ring(n, xshape, wshape):
     """frac_bits=0: no truncation, so every batch through the same premasked
     weight must equal NumPy's uint64 product bit for bit."""
@@ -35,6 +39,7 @@ def test_premasked_matmul_is_exact_over_the_whole_ring(n, xshape, wshape):
     w = _u64(rng, wshape)
     pre = arithmetic.premask(_ring_shared(w, jax.random.key(1), n), jax.random.key(2))
     assert isinstance(pre, Premasked) and pre.shape == wshape and pre.n_parties == n
+    assert (pre.split is not None) == (wshape[0] >= 64)
     np.testing.assert_array_equal(reference.open_shares(np.asarray(pre.as_shared().shares)), w)
     for batch in range(3):  # the same mask b serves every batch
         x = _u64(rng, xshape)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmpc import dealer, debug, ring, spmd
+from jaxmpc import dealer, debug, limbs, ring, spmd
 from jaxmpc.tensor import SharedTensor, _align, _check_broadcast, _require_ring, check_compatible
 
 TruncMethod = Literal["dealer", "local"]
@@ -313,6 +313,9 @@ class Premasked:
     b: jax.Array  # (n, *shape) the parties' shares of the dealer's mask
     f: jax.Array  # (n, *shape) the opened y - b, the same at every party
     frac_bits: int = dataclasses.field(metadata=dict(static=True))
+    # float64 limbs of each party's right operands b_i + [i=0] f and f, split
+    # once for matmul's limb path (None where that path is not taken)
+    split: tuple[limbs.SplitOperand, limbs.SplitOperand] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -338,7 +341,12 @@ def premask(y: SharedTensor, key: jax.Array) -> Premasked:
     _check_key(key)
     b = dealer.mask(key, y.n_parties, y.shape)
     f = spmd.party_map(lambda ys, bs: spmd.open_sum(ys - bs, what="beaver"))(y.shares, b)
-    return Premasked(b, f, y.frac_bits)
+    masked = Premasked(b, f, y.frac_bits)
+    if y.ndim == 2 and limbs.use_limbs((limbs.MIN_ROWS, y.shape[0]), y.shape):
+        # the right operands of every later matmul are fixed: split them once, locally
+        split = (limbs.split_rhs(masked.as_shared().shares), limbs.split_rhs(f))
+        masked = dataclasses.replace(masked, split=split)
+    return masked
 
 
 def bilinear_sm(
@@ -360,19 +368,26 @@ def bilinear_sm(
     bits = min(x.frac_bits, y.frac_bits)
     _check_trunc(trunc, x.n_parties if bits else 2)
 
-    def product(xs, a, b, f, c):
+    split = y.split if bilinear is ring.matmul and y.split is not None and limbs.use_limbs(x.shape, y.shape) else None
+
+    def product(xs, a, b, f, c, *split_local):
         e = spmd.open_sum(xs - a, what="beaver")
+        if split_local:  # = beaver_opened_local with both right operands pre-split
+            bf, ff = split_local
+            return c + limbs.matmul_split_rhs(e, bf) + limbs.matmul_split_rhs(a, ff)
         return beaver_opened_local(e, f, a, b, c, bilinear)
+
+    extra = split if split is not None else ()
 
     if trunc == "dealer" and bits:
         t = dealer.beaver_trunc_triple(key, x.n_parties, x.shape, y.shape, bilinear, bits, b=y.b)
-        z = spmd.party_map(lambda xs, a, b, f, c, rs: _open_shifted(product(xs, a, b, f, c), rs, bits))(
-            x.shares, t.a, y.b, y.f, t.c, t.r_shifted
+        z = spmd.party_map(lambda rs, *args: _open_shifted(product(*args), rs, bits))(
+            t.r_shifted, x.shares, t.a, y.b, y.f, t.c, *extra
         )
         return debug.on_product(x, y_shared, SharedTensor(z, x.frac_bits + y.frac_bits - bits), bilinear, bits)
     k_triple, k_trunc = jax.random.split(key)
     t = dealer.beaver_triple(k_triple, x.n_parties, x.shape, y.shape, bilinear, b=y.b)
-    z = spmd.party_map(product)(x.shares, t.a, y.b, y.f, t.c)
+    z = spmd.party_map(product)(x.shares, t.a, y.b, y.f, t.c, *extra)
     return truncate(SharedTensor(z, x.frac_bits + y.frac_bits), k_trunc, bits, method=trunc)
 
 
