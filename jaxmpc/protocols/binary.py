@@ -21,7 +21,8 @@ alike. The same circuit then runs
 
 Here: the adder circuits (Kogge-Stone, carry-save). Circuits on the ``n``
 parties' shares (a2b's sum, the sign bit, the all-ones test) are in
-:mod:`jaxmpc.protocols.conversion`.
+:mod:`jaxmpc.protocols.conversion`; the bit-sliced carry tree of ``ltz``
+(64 elements per word) in :mod:`jaxmpc.protocols.bitslice`.
 """
 
 from __future__ import annotations
