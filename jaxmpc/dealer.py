@@ -50,8 +50,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxmpc import ring
-from jaxmpc.protocols import bitslice
+from jaxmpc import bitslice, ring
 
 
 class Triple(NamedTuple):
@@ -309,7 +308,7 @@ def random_bits(key: jax.Array, n_parties: int, shape: Sequence[int], packed: bo
     """A uniform bit per element, shared both arithmetically and by XOR (in bit 0).
 
     ``packed=True``: the XOR shares are packed 64 bits per word instead,
-    ``xor`` is ``(n, W)`` in the layout of :func:`jaxmpc.protocols.bitslice.pack_bits`
+    ``xor`` is ``(n, W)`` in the layout of :func:`jaxmpc.bitslice.pack_bits`
     (the padding bits of the last word are uniform too). The bits are then the
     XOR of ``n`` seeded word vectors: ``n W + (n-1) N`` words for ``N`` bits
     instead of ``(2n-1) N``.
@@ -339,7 +338,7 @@ class EdaBits(NamedTuple):
 
     ``arith``: ``(n, *shape)``, summing to ``r``. ``bits``: bit-sliced (the
     default), ``(n, 64, W)`` with ``W = ceil(N / 64)``, XOR-ing to
-    :func:`jaxmpc.protocols.bitslice.slice_bits` of ``r`` (bit ``j`` of word
+    :func:`jaxmpc.bitslice.slice_bits` of ``r`` (bit ``j`` of word
     ``[k, w]`` = bit ``k`` of element ``64 w + j``; the padding elements are 0);
     or, with ``sliced=False``, ``(n, *shape)`` XOR-ing to ``r`` itself.
     """

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxmpc import cost, ring, tensor
+from jaxmpc import bitslice, cost, ring, tensor
 from jaxmpc.protocols import binary as B
-from jaxmpc.protocols import bitslice
 from jaxmpc.protocols import conversion as C
 
 PARTIES = (2, 3, 5)

@@ -1,4 +1,4 @@
-"""Bit slicing (jaxmpc.protocols.bitslice), the sliced carry tree on plaintext
+"""Bit slicing (jaxmpc.bitslice), the sliced carry tree on plaintext
 and on shares, and the dealer's sliced correlations (edabits, packed bits)."""
 
 import math
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from jaxmpc import cost, dealer, ring
 from jaxmpc.protocols import binary as B
-from jaxmpc.protocols import bitslice as S
+from jaxmpc import bitslice as S
 
 U64 = np.uint64
 PLAIN = (B.and_plain, B.xor_plain)

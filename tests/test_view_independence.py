@@ -39,8 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmpc import audit, dealer, ring, spmd, tensor
-from jaxmpc.protocols import arithmetic, binary, bitslice, comparison, conversion
+from jaxmpc import audit, bitslice, dealer, ring, spmd, tensor
+from jaxmpc.protocols import arithmetic, binary, comparison, conversion
 from jaxmpc.tensor import SharedTensor
 
 ALPHA = 1e-3

@@ -7,7 +7,7 @@ one result bit:
   [edaBits; ABY3; CdH10]: open ``c = x + r`` for a dealer's ``r`` whose bits
   are XOR-shared, then ``x = c + ~r + 1`` and only the carry into bit 63 is
   computed, by a carry tree whose generate/propagate bits are local (``c`` is
-  public). The bits are *bit-sliced* (:mod:`jaxmpc.protocols.bitslice`): one
+  public). The bits are *bit-sliced* (:mod:`jaxmpc.bitslice`): one
   word holds one bit position of 64 elements, so the tree's AND gates cost
   ``118/64`` words per element (fewer than 19 elements: one element per
   word, 6 AND words each). The circuit on the parties' own shares
@@ -58,8 +58,8 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxmpc import dealer, ring, spmd, tensor
-from jaxmpc.protocols import arithmetic, binary, bitslice
+from jaxmpc import bitslice, dealer, ring, spmd, tensor
+from jaxmpc.protocols import arithmetic, binary
 from jaxmpc.protocols.arithmetic import _check_key
 from jaxmpc.protocols.conversion import (
     all_ones_circuit,
@@ -99,7 +99,7 @@ def ltz_local(
     locally; with ``v = ~r`` (party 0 flips its share of the sliced bits),
     ``g = c & v`` and ``p = c ^ v`` are local; fold the carry-in into
     position 0; carry tree over positions 0..62
-    (:func:`~jaxmpc.protocols.bitslice.msb_gp_circuit`, 6 AND levels on
+    (:func:`~jaxmpc.bitslice.msb_gp_circuit`, 6 AND levels on
     sliced words); ``msb = p_63 ^ carry``; B2A of the packed bits
     (:func:`~jaxmpc.protocols.conversion.b2a_packed_local`).
     ``sliced=False`` (few elements): the same with one element per word

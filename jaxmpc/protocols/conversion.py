@@ -3,7 +3,7 @@
 ``a2b`` turns additive shares into XOR shares of the same 64-bit word, for
 any number of parties; ``b2a`` turns an XOR-shared bit (bit 0 of each word)
 into an additively shared 0/1 integer (``b2a_packed``: 64 bits per word, the
-packed layout of :mod:`jaxmpc.protocols.bitslice`). Both follow the ABY framework
+packed layout of :mod:`jaxmpc.bitslice`). Both follow the ABY framework
 [ABY: Demmler, Schneider, Zohner, NDSS 2015] with a trusted dealer; a2b uses
 carry-save compression and a Kogge-Stone adder as in ABY3 [Mohassel & Rindal,
 CCS 2018, Section 5.3].
@@ -22,8 +22,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxmpc import dealer, spmd
-from jaxmpc.protocols import binary, bitslice
+from jaxmpc import bitslice, dealer, spmd
+from jaxmpc.protocols import binary
 from jaxmpc.protocols.binary import AndFn, XorFn
 from jaxmpc.protocols.arithmetic import _check_key
 from jaxmpc.tensor import SharedTensor, _require_ring
@@ -77,7 +77,7 @@ def msb_add_circuit(x: jax.Array, y: jax.Array, and_fn: AndFn, xor_fn: XorFn) ->
 def msb_gp_word_circuit(g: jax.Array, p: jax.Array, and_fn: AndFn, xor_fn: XorFn) -> jax.Array:
     """Bit 63 of ``a + b + 1`` (in bit 0) from ``g = a & b``, ``p = a ^ b``: 6 AND layers of 1 word.
 
-    The word layout of :func:`jaxmpc.protocols.bitslice.msb_gp_circuit` (one
+    The word layout of :func:`jaxmpc.bitslice.msb_gp_circuit` (one
     element per word): the carry-in is folded into bit 0 (``g_0 ^= p_0``), then
     the packed tree of :func:`msb_add_circuit`. For ``ltz`` on few elements,
     where a sliced word would be mostly padding.
@@ -152,7 +152,7 @@ def b2a_local(b: jax.Array, r_xor: jax.Array, r_arith: jax.Array) -> jax.Array:
 
 
 def b2a_packed_local(b: jax.Array, r_xor: jax.Array, r_arith: jax.Array) -> jax.Array:
-    """:func:`b2a_local` for bits packed 64 per word (:func:`jaxmpc.protocols.bitslice.pack_bits`).
+    """:func:`b2a_local` for bits packed 64 per word (:func:`jaxmpc.bitslice.pack_bits`).
 
     Math and steps as :func:`b2a_local`, with ``b``, ``r_xor`` of shape ``(W,)``
     (all 64 bits of each word are bits; ``r`` from
@@ -205,7 +205,7 @@ def b2a(x: binary.SharedBits, key: jax.Array) -> SharedTensor:
 
 
 def b2a_packed(x: binary.SharedBits, key: jax.Array, shape: Sequence[int]) -> SharedTensor:
-    """Packed bits (``x``: ``(W,)`` words, :func:`~jaxmpc.protocols.bitslice.pack_bits`
+    """Packed bits (``x``: ``(W,)`` words, :func:`~jaxmpc.bitslice.pack_bits`
     layout) as additively shared 0/1 integers of ``shape`` (``frac_bits=0``).
 
     See :func:`b2a_packed_local`: 1 round, one word opened per 64 bits.

@@ -31,7 +31,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-# (the dealer imports this module: nothing from jaxmpc here, binary imports the dealer)
+# below the dealer (which imports this module): nothing from jaxmpc here
 AndFn = Callable[[jax.Array, jax.Array], jax.Array]
 XorFn = Callable[[jax.Array, jax.Array], jax.Array]
 U64 = jnp.uint64
