@@ -22,7 +22,7 @@ alike. The same circuit then runs
 Here: the adder circuits (Kogge-Stone, carry-save). Circuits on the ``n``
 parties' shares (a2b's sum, the sign bit, the all-ones test) are in
 :mod:`jaxmpc.protocols.conversion`; the bit-sliced carry tree of ``ltz``
-(64 elements per word) in :mod:`jaxmpc.protocols.bitslice`.
+(64 elements per word) in :mod:`jaxmpc.bitslice`.
 """
 
 from __future__ import annotations
