@@ -27,12 +27,12 @@ selected in secret, and the cubic is evaluated in two multiplication stages::
   each segment is fitted to the exact normalization used, so ``z_q`` needs only
   8 significant bits.
 
-Cost at 2 parties with dealer truncation (``ltz`` is 8 rounds there; it is
-``8 + d`` for ``n`` parties, see :mod:`jaxmpc.protocols.comparison`):
-``exp``/``sigmoid`` 12 rounds, ``reciprocal``/``inv_sqrt``/``log`` 14 rounds;
-``trunc="local"`` (2 parties, SecureML local truncation) removes the
-truncation rounds. Bytes are dominated by the comparisons: about 120 bytes
-per threshold per element at 2 parties (``thresholds(...)`` says how many).
+Cost with dealer truncation (``ltz`` is 8 rounds for any number of parties,
+see :mod:`jaxmpc.protocols.comparison`): ``exp``/``sigmoid`` 12 rounds,
+``reciprocal``/``inv_sqrt``/``log`` 14 rounds; ``trunc="local"`` (2 parties,
+SecureML local truncation) removes the truncation rounds. Bytes are dominated
+by the comparisons: about ``(n-1) * 38`` bytes per threshold per element for
+large inputs (``thresholds(...)`` says how many).
 Measured errors and rounds: ``docs/approximations.md``
 (``benchmarks/approx_errors.py``).
 
