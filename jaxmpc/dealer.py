@@ -37,8 +37,9 @@ randomization, CRYPTO 1991. [ABY3] P. Mohassel, P. Rindal, ABY3, CCS 2018
 P. Scholl, Improved primitives for MPC over mixed arithmetic-binary
 circuits, CRYPTO 2020.
 
-Caveat: keys come from ``jax.random`` (threefry by default), which is not a
-vetted cryptographic PRNG; see SECURITY.md.
+Caveat: words come from ``jax.random`` with the caller's key implementation
+(the main job uses ``rbg``), which is not a vetted cryptographic PRNG; see
+SECURITY.md.
 """
 
 from __future__ import annotations
