@@ -24,7 +24,7 @@ from jaxmpc import dealer, losses, nn, optim, ring, spmd  # noqa: E402
 from jaxmpc.autodiff import matmul, mul, mul_public, relu, square, value_and_grad  # noqa: E402
 from jaxmpc.cost import Cost, cost_of  # noqa: E402
 from jaxmpc.protocols.approx import exp, inv_sqrt, log, reciprocal, sigmoid, softmax  # noqa: E402
-from jaxmpc.protocols.arithmetic import div_public, matmul_public, mean, truncate  # noqa: E402
+from jaxmpc.protocols.arithmetic import Premasked, div_public, matmul_public, mean, premask, truncate  # noqa: E402
 from jaxmpc.protocols.comparison import (  # noqa: E402
     abs,
     argmax,
@@ -58,10 +58,10 @@ from jaxmpc.tensor import (  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cost", "DEFAULT_FRAC_BITS", "SharedTensor", "abs", "argmax", "concatenate", "cost_of",
+    "Cost", "DEFAULT_FRAC_BITS", "Premasked", "SharedTensor", "abs", "argmax", "concatenate", "cost_of",
     "dealer", "decode", "div_public", "drelu", "encode", "eq", "exp", "from_public", "ge", "gt",
     "inv_sqrt", "le", "log", "losses", "lt", "ltz", "matmul", "matmul_public", "max", "maximum",
-    "mean", "minimum", "mul", "mul_public", "ne", "nn", "optim", "reciprocal", "reconstruct",
+    "mean", "minimum", "mul", "mul_public", "ne", "nn", "optim", "premask", "reciprocal", "reconstruct",
     "relu", "reveal", "reveal_argmax", "reveal_to", "ring", "share", "sigmoid", "sign", "softmax",
     "spmd", "square", "stack", "truncate", "value_and_grad", "zeros",
 ]

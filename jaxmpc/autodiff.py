@@ -160,7 +160,15 @@ def matmul(
     unscaled), folded into ``dw``'s truncation at no cost -- e.g. a learning
     rate, so that SGD needs no truncation of its own (see
     :func:`jaxmpc.optim.sgd`'s ``prescaled``). Needs ``trunc="dealer"``.
+
+    A :class:`~jaxmpc.protocols.arithmetic.Premasked` ``w`` (fixed weights,
+    :func:`~jaxmpc.protocols.arithmetic.premask`) takes the cheaper
+    inference-only product, which is not differentiable.
     """
+    if isinstance(w, arithmetic.Premasked):
+        if w_grad_scale is not None:
+            raise ValueError("a Premasked weight has no gradient: drop w_grad_scale")
+        return arithmetic.matmul(x, w, key, trunc=trunc)
     if x.ndim != 2 or w.ndim != 2:
         raise ValueError(f"matmul takes 2-D operands, got shapes {x.shape} and {w.shape}")
     if w_grad_scale is not None:

@@ -124,3 +124,14 @@ def test_premask_errors_name_the_fix():
         arithmetic.matmul(xs, pre, jax.random.key(3))
     with pytest.raises(TypeError, match="PRNG key"):
         arithmetic.premask(xs, 0)
+
+
+def test_top_level_matmul_takes_a_premasked_weight():
+    import jaxmpc as mpc
+
+    x, w = np.array([[1.5, -2.0], [0.25, 3.0]]), np.eye(2) * 0.5
+    xs = mpc.share(x, jax.random.key(0), n_parties=3)
+    fixed = mpc.premask(mpc.share(w, jax.random.key(1), n_parties=3), jax.random.key(2))
+    np.testing.assert_allclose(np.asarray(mpc.reveal(mpc.matmul(xs, fixed, jax.random.key(3)))), x @ w, atol=1e-4)
+    with pytest.raises(ValueError, match="no gradient"):
+        mpc.matmul(xs, fixed, jax.random.key(3), w_grad_scale=0.1)
