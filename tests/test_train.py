@@ -103,3 +103,33 @@ def test_load_rejects_corrupt_or_truncated_files(tmp_path):
     np.savez(tmp_path / "odd.npz", foo=np.zeros(3))
     with pytest.raises(ValueError, match="unexpected entry"):
         train.load_params(str(tmp_path / "odd.npz"))
+
+
+def test_command_line_restarts_once_with_the_malloc_settings(monkeypatch):
+    """The installed command re-execs itself with MALLOC_ENV (glibc reads it at
+    start); not when set already, not when turned off, never for main([...])."""
+    from jaxmpc import cli
+
+    calls = []
+    monkeypatch.setattr(cli.os, "execve", lambda exe, argv, env: calls.append((exe, argv, env)))
+    monkeypatch.setattr(cli.sys, "platform", "linux")
+    monkeypatch.setattr(cli.sys, "argv", ["/usr/bin/jaxmpc", "train", "--epochs", "1"])
+    for k in cli.MALLOC_ENV:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.delenv("JAXMPC_MALLOC_TUNING", raising=False)
+    cli._reexec_with_malloc_settings()
+    (exe, argv, env), = calls
+    assert argv[1:] == ["-m", "jaxmpc", "train", "--epochs", "1"]
+    assert all(env[k] == v for k, v in cli.MALLOC_ENV.items())
+
+    calls.clear()
+    monkeypatch.setenv("JAXMPC_MALLOC_TUNING", "0")
+    cli._reexec_with_malloc_settings()
+    monkeypatch.delenv("JAXMPC_MALLOC_TUNING")
+    for k, v in cli.MALLOC_ENV.items():
+        monkeypatch.setenv(k, v)
+    cli._reexec_with_malloc_settings()
+    for k in cli.MALLOC_ENV:
+        monkeypatch.delenv(k)
+    assert cli.main(["--help"]) == 0  # an explicit argv: no restart
+    assert calls == []
