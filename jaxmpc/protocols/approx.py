@@ -659,9 +659,10 @@ def exp(
     negative ``x``; above ``hi`` the last segment extrapolates. ``hi``
     defaults to :func:`exp_max_input` (8 at ``f = 16``: the result ``e**hi``
     must leave head-room for the truncations; larger values are refused).
-    Rounds: ltz + 4 (2 parties: 12; 3: 13; 5: 15); ``trunc="local"``: ltz + 2.
+    Rounds: ltz + 4 (12 at any party count); ``trunc="local"``: ltz + 2.
     Comparisons per element: ``thresholds("exp", f, hi=hi)`` (42 at
-    ``f = 16``, ``hi = 8``: 5,120 bytes per element per party at 2 parties).
+    ``f = 16``, ``hi = 8``: 1,660 bytes per element per party at 2 parties for a
+    64x64 input).
     Measured at 2 parties, ``f = 16``, 2,000 points on ``[-16, 8]``: max
     relative error ``2.9e-5`` where ``e**x >= 1/2`` (``6e-6`` at the top),
     max absolute error ``3.5e-5`` (2.3 units of ``2**-16``) where
@@ -721,10 +722,10 @@ def sigmoid(x: SharedTensor, key: jax.Array, *, trunc: TruncMethod = "dealer") -
     Secret piecewise cubics on automatically chosen segments of
     ``[-(f+2) ln 2, (f+2) ln 2]`` (``+-12.5`` at ``f = 16``); outside, the
     result is exactly 0 or 1 (the true value is within a quarter unit), however
-    large ``|x|``. Rounds: ltz + 4 (2 parties: 12; 3: 13; 5: 15);
+    large ``|x|``. Rounds: ltz + 4 (12 at any party count);
     ``trunc="local"``: ltz + 2. Comparisons per element:
-    ``thresholds("sigmoid", f)`` (23 at ``f = 16``; 2,840 bytes per element
-    per party at 2 parties). Measured at 2 parties, ``f = 16``, 2,000 points
+    ``thresholds("sigmoid", f)`` (23 at ``f = 16``; 945 bytes per element
+    per party at 2 parties, 64x64 input). Measured at 2 parties, ``f = 16``, 2,000 points
     on ``[-16, 16]``: max absolute error ``3.2e-5`` (2.1 units of ``2**-16``),
     max relative error ``2.6e-5`` where ``sigmoid(x) >= 1/2``.
     """
@@ -759,9 +760,9 @@ def reciprocal(
     4, 8``. Outside ``[lo, hi]`` the end pieces extrapolate (inaccurate;
     ``x <= 0`` is garbage). ``lo`` is limited by the size of the output
     (``1/lo`` at most ``2**8`` at ``f = 16``; checked); ``hi`` is not.
-    Rounds: ltz + 6 (2 parties: 14; 3: 15; 5: 17); ``trunc="local"``:
+    Rounds: ltz + 6 (14 at any party count); ``trunc="local"``:
     ltz + 3. Comparisons per element: about ``per_octave * log2(hi/lo) - 1``
-    (63 by default: 7,664 bytes per element per party at 2 parties). Measured
+    (63 by default: 2,474 bytes per element per party at 2 parties, 64x64 input). Measured
     at 2 parties, ``f = 16``, 2,000 points on ``[2**-8, 2**8]`` (against
     ``1/x`` at the encoded ``x``): max relative error ``2.9e-5`` where
     ``1/x >= 1/2`` (``1.2e-5`` at the largest outputs), max absolute error
@@ -783,7 +784,7 @@ def inv_sqrt(
 
     Same engine as :func:`reciprocal`. Cubic error alone (relative):
     ``4.8e-4, 3.1e-5, 1.9e-6, 1.2e-7`` for ``per_octave = 1, 2, 4, 8``.
-    Rounds: ltz + 6 (2 parties: 14; 3: 15; 5: 17); ``trunc="local"``:
+    Rounds: ltz + 6 (14 at any party count); ``trunc="local"``:
     ltz + 3; 63 comparisons per element by default. Measured at 2 parties,
     ``f = 16``, 2,000 points on ``[2**-8, 2**8]``: max relative error
     ``2.9e-5`` where ``x**-0.5 >= 1/2``, max absolute error ``5.3e-5`` (at
@@ -806,9 +807,9 @@ def log(
     Same engine as :func:`reciprocal` (``log x = log t_q + log(1 + u)``, the
     constant selected in secret). Cubic error alone (absolute):
     ``4.4e-4, 2.8e-5, 1.8e-6, 1.1e-7`` for ``per_octave = 1, 2, 4, 8``.
-    Rounds: ltz + 6 (2 parties: 14; 3: 15; 5: 17); ``trunc="local"``:
+    Rounds: ltz + 6 (14 at any party count); ``trunc="local"``:
     ltz + 3; 90 comparisons per element by default (segments narrower than a
-    unit merge; 10,904 bytes per element per party at 2 parties). Measured at
+    unit merge; 3,490 bytes per element per party at 2 parties, 64x64 input). Measured at
     2 parties, ``f = 16``, 2,000 points on ``[2**-16, 2**8]``: max absolute
     error ``2.1e-5`` (1.3 units of ``2**-16``), max relative error ``2.5e-5``
     where ``|log x| >= 1/2``. For cross-entropy on probabilities the default
@@ -827,8 +828,8 @@ def softmax(x: SharedTensor, key: jax.Array, axis: int = -1, *, trunc: TruncMeth
     (pieces with ``hi = 0``: the top piece is exact at 0), ``s = sum e`` in
     ``[1, k]``, ``r = reciprocal(s, lo=1, hi=k)``, ``e * r`` (1 Beaver + 1
     truncation round). Any logits work: differences below ``-12.5`` give an
-    exact 0 term. Rounds for ``k = 10``: 36 + 12 + 14 + 2 = 64 at 2 parties
-    (70 at 3, 82 at 5); 2,171 bytes per element per party at 2 parties.
+    exact 0 term. Rounds for ``k = 10``: 36 + 12 + 14 + 2 = 64 at any party
+    count; 771 bytes per element per party at 2 parties (64x10 logits).
     Measured at 2 parties, ``f = 16``, 200 rows of 10 logits ``N(0, s**2)``
     with ``s`` from 0.5 to 8: max absolute error ``4.4e-5`` (2.9 units of
     ``2**-16``).
