@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from jaxmpc import ring, tensor
 from jaxmpc.protocols import arithmetic, comparison
+from jaxmpc.protocols.arithmetic import Premasked
 from jaxmpc.tensor import SharedTensor
 
 Fwd = Callable[..., tuple[SharedTensor, Any]]
@@ -37,17 +38,29 @@ Bwd = Callable[..., tuple[SharedTensor | None, ...]]
 
 
 def _is_shared(x: Any) -> bool:
-    return isinstance(x, SharedTensor)
+    return isinstance(x, (SharedTensor, Premasked))
 
 
-def as_ring(x: SharedTensor) -> SharedTensor:
+def as_ring(x: SharedTensor | Premasked) -> SharedTensor | Premasked:
     """The uint64 form of a tensor (identity if it is one already)."""
-    return SharedTensor(tensor.from_carrier(x.shares), x.frac_bits) if x.is_carrier else x
+    if not x.is_carrier:
+        return x
+    if isinstance(x, Premasked):
+        return Premasked(tensor.from_carrier(x.b), tensor.from_carrier(x.f), x.frac_bits)
+    return SharedTensor(tensor.from_carrier(x.shares), x.frac_bits)
 
 
-def as_carrier(x: SharedTensor) -> SharedTensor:
-    """The complex128 carrier of a tensor (identity if it is one already)."""
-    return x if x.is_carrier else SharedTensor(tensor.to_carrier(x.shares), x.frac_bits)
+def as_carrier(x: SharedTensor | Premasked) -> SharedTensor | Premasked:
+    """The complex128 carrier of a tensor (identity if it is one already).
+
+    A :class:`Premasked` weight carries its mask and its opened part, each
+    additive, so its cotangent is a premasked gradient (its pre-split limbs,
+    a function of the weight, are dropped: a trained weight changes)."""
+    if x.is_carrier:
+        return x
+    if isinstance(x, Premasked):
+        return Premasked(tensor.to_carrier(x.b), tensor.to_carrier(x.f), x.frac_bits)
+    return SharedTensor(tensor.to_carrier(x.shares), x.frac_bits)
 
 
 def secure_op(fwd: Fwd, bwd: Bwd) -> Callable[..., SharedTensor]:
@@ -134,24 +147,26 @@ def value_and_grad(
 
 
 def _matmul_fwd(key, x, w, *, trunc):
-    z, masks = arithmetic.bilinear_ss(x, w, key, ring.matmul, trunc=trunc, keep_masks=True)
-    return z, (masks, x.frac_bits, w.frac_bits)
+    product = arithmetic.bilinear_sm if isinstance(w, Premasked) else arithmetic.bilinear_ss
+    z, masks = product(x, w, key, ring.matmul, trunc=trunc, keep_masks=True)
+    return z, (masks, x.frac_bits, w.frac_bits, isinstance(w, Premasked))
 
 
 def _matmul_bwd(key, res, ct, needs, *, trunc, w_grad_scale):
     """``dx = ct @ w^T``, ``dw = x^T @ ct`` (only those needed), reusing the
-    forward masks: one opening of ``ct - m``, one round of truncation."""
-    masks, fx, fw = res
+    forward masks: one opening of ``ct - m``, one round of truncation. A
+    :class:`Premasked` ``w`` gets its gradient in premasked form."""
+    masks, fx, fw, premasked = res
     return arithmetic.bilinear_transpose_ss(
         ct, masks, key,
         (lambda c, y: ring.matmul(c, jnp.swapaxes(y, -1, -2))) if needs[0] else None,
         (lambda x, c: ring.matmul(jnp.swapaxes(x, -1, -2), c)) if needs[1] else None,
-        x_frac=fx, y_frac=fw, trunc=trunc, y_scale=w_grad_scale,
+        x_frac=fx, y_frac=fw, trunc=trunc, y_scale=w_grad_scale, premasked_y=premasked,
     )
 
 
 def matmul(
-    x: SharedTensor, w: SharedTensor, key: jax.Array, *, trunc="dealer", w_grad_scale: float | None = None
+    x: SharedTensor, w: SharedTensor | Premasked, key: jax.Array, *, trunc="dealer", w_grad_scale: float | None = None
 ) -> SharedTensor:
     """Differentiable ``x @ w`` (2-D): Beaver matmul forward; backward reuses
     its masks (:func:`jaxmpc.protocols.arithmetic.bilinear_transpose_ss`).
@@ -161,20 +176,30 @@ def matmul(
     rate, so that SGD needs no truncation of its own (see
     :func:`jaxmpc.optim.sgd`'s ``prescaled``). Needs ``trunc="dealer"``.
 
-    A :class:`~jaxmpc.protocols.arithmetic.Premasked` ``w`` (fixed weights,
-    :func:`~jaxmpc.protocols.arithmetic.premask`) takes the cheaper
-    inference-only product, which is not differentiable.
+    A :class:`~jaxmpc.protocols.arithmetic.Premasked` ``w``
+    (:func:`~jaxmpc.protocols.arithmetic.premask`) opens only ``x``'s mask in
+    the forward pass, and nothing when ``x`` is premasked too (training data
+    premasked once: no gradient flows to it). Not differentiated, it is the inference-only product;
+    differentiated (training), its gradient comes back premasked, so that
+    ``w - lr dw`` stays premasked and is never opened again (needs the
+    dealer's fused truncation).
     """
-    if isinstance(w, arithmetic.Premasked):
-        if w_grad_scale is not None:
-            raise ValueError("a Premasked weight has no gradient: drop w_grad_scale")
-        return arithmetic.matmul(x, w, key, trunc=trunc)
-    if x.ndim != 2 or w.ndim != 2:
+    premasked = isinstance(w, Premasked)
+    if len(x.shape) != 2 or len(w.shape) != 2:
         raise ValueError(f"matmul takes 2-D operands, got shapes {x.shape} and {w.shape}")
+    if isinstance(x, Premasked) and x.is_carrier:
+        raise TypeError("a Premasked input gets no gradient; differentiate by the weights only")
+    if isinstance(x, Premasked) and not premasked:
+        raise TypeError("a Premasked input (data opened once under its mask) needs Premasked weights (nn.premask_params)")
+    if premasked and not w.is_carrier and not x.is_carrier:
+        return arithmetic.matmul(x, w, key, trunc=trunc)
     if w_grad_scale is not None:
         arithmetic._encode_scale(w_grad_scale, w.frac_bits)  # fail early, outside the backward pass
-        if trunc != "dealer":
-            raise ValueError("w_grad_scale is folded into the dealer's truncation; use trunc='dealer'")
+    if (w_grad_scale is not None or (premasked and w.is_carrier)) and trunc != "dealer":
+        raise ValueError(
+            "w_grad_scale and premasked training weights need the dealer's fused truncation: use "
+            "trunc='dealer' (or plain shared weights, Premasked.as_shared)"
+        )
     return secure_op(
         functools.partial(_matmul_fwd, trunc=trunc),
         functools.partial(_matmul_bwd, trunc=trunc, w_grad_scale=w_grad_scale),

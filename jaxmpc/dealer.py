@@ -147,13 +147,14 @@ def mask(key: jax.Array, n_parties: int, shape: Sequence[int]) -> jax.Array:
     return b
 
 
-def _triple_masks(key, n_parties, a_shape, b_shape, b, derived):
-    """Fresh ``a`` (and ``b`` unless the dealer's earlier mask ``b`` is given),
-    plus the seeded shares of the derived values."""
-    if b is None:
-        (a, b), others = _party_randomness(key, n_parties, [a_shape, b_shape], derived)
-    else:
-        (a,), others = _party_randomness(key, n_parties, [a_shape], derived)
+def _triple_masks(key, n_parties, a_shape, b_shape, b, derived, a=None):
+    """Fresh ``a`` and ``b``, except either that is given (shares of the
+    dealer's earlier :func:`mask`), plus the seeded shares of the derived values."""
+    fresh = [shape for shape, given in ((a_shape, a), (b_shape, b)) if given is None]
+    drawn, others = _party_randomness(key, n_parties, fresh, derived)
+    drawn = iter(drawn)
+    a = next(drawn) if a is None else a
+    b = next(drawn) if b is None else b
     return a, b, others
 
 
@@ -169,16 +170,18 @@ def beaver_triple(
     b_shape: Sequence[int],
     bilinear: ring.Bilinear,
     b: jax.Array | None = None,
+    a: jax.Array | None = None,
 ) -> Triple:
     """Beaver triple for any bilinear map over the ring: ``c = bilinear(a, b)``.
 
     Dealer work: one ``bilinear`` on ring elements plus ``n*(|a|+|b|) + (n-1)*|c|``
     random words (no ``n*|b|`` when ``b``, shares of a :func:`mask` dealt
-    earlier, is given). Sent: ``|c|`` words (the last party's correction).
+    earlier, is given; likewise ``a``). Sent: ``|c|`` words (the last party's
+    correction).
     """
     a_shape, b_shape = tuple(a_shape), tuple(b_shape)
     c_shape = _product_shape(bilinear, a_shape, b_shape)
-    a, b, (c_rand,) = _triple_masks(key, n_parties, a_shape, b_shape, b, [c_shape])
+    a, b, (c_rand,) = _triple_masks(key, n_parties, a_shape, b_shape, b, [c_shape], a)
     c = _correct_last(c_rand, bilinear(_total(a), _total(b)))
     return Triple(a, b, c)
 
@@ -191,6 +194,7 @@ def beaver_trunc_triple(
     bilinear: ring.Bilinear,
     bits: int,
     b: jax.Array | None = None,
+    a: jax.Array | None = None,
 ) -> TruncTriple:
     """A Beaver triple whose product is pre-masked for truncation.
 
@@ -198,13 +202,14 @@ def beaver_trunc_triple(
     uniform ``r``: the parties' Beaver output then sums to ``B(x, y) + r``,
     which they open and shift. Compared with a triple plus a separate
     truncation pair, ``r`` itself is never dealt: ``n*(|a|+|b|) + (2n-1)*|c|``
-    words (no ``n*|b|`` when ``b``, shares of an earlier :func:`mask`, is given).
+    words (no ``n*|b|`` when ``b``, shares of an earlier :func:`mask`, is
+    given; likewise ``a``).
     """
     a_shape, b_shape = tuple(a_shape), tuple(b_shape)
     c_shape = _product_shape(bilinear, a_shape, b_shape)
     k_r, k_shares = jax.random.split(key)
     r = ring.random_ring(k_r, c_shape)
-    a, b, (c_rand, s_rand) = _triple_masks(k_shares, n_parties, a_shape, b_shape, b, [c_shape, c_shape])
+    a, b, (c_rand, s_rand) = _triple_masks(k_shares, n_parties, a_shape, b_shape, b, [c_shape, c_shape], a)
     c = _correct_last(c_rand, bilinear(_total(a), _total(b)) + r)
     return TruncTriple(a, b, c, _correct_last(s_rand, ring.arith_shift_right(r, bits)))
 

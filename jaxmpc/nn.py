@@ -61,22 +61,36 @@ def reconstruct_params(shared: Params) -> Params:
     """The model owner receives every worker's shares and decrypts (float32)."""
     return jax.tree.map(
         lambda s: np.asarray(tensor.reconstruct(s), np.float32),
-        shared,
+        shared_params(shared),
         is_leaf=lambda x: isinstance(x, SharedTensor),
     )
 
 
-def premask_params(params: Params, key: jax.Array) -> Params:
-    """Shared parameters with every weight matrix :class:`Premasked`, for inference.
+def premask_params(params: Params, key: jax.Array, *, split: bool = True) -> Params:
+    """Shared parameters with every weight matrix :class:`Premasked`.
 
-    Each ``w`` is opened once as ``w - b`` under a dealer mask
+    Each shared ``w`` is opened once as ``w - b`` under a dealer mask
     (:func:`jaxmpc.protocols.arithmetic.premask`: 1 round, ``(n-1)*8*|w|``
     bytes per party, once per model); :func:`mlp` then opens only each
     layer's input per batch, and the dealer deals no weight masks. Biases stay
-    as they are. Not differentiable: for inference and evaluation.
+    as they are. For inference (``split``: the weights' float64 limbs cut
+    once) and for prescaled SGD (``split=False``), which keeps the weights
+    premasked from step to step (see :class:`Premasked`). Weights that are
+    premasked already are not opened again, only split.
     """
     keys = jax.random.split(key, len(params))
-    return [{**layer, "w": arithmetic.premask(layer["w"], k)} for layer, k in zip(params, keys)]
+
+    def one(w, k):
+        if isinstance(w, Premasked):
+            return arithmetic.presplit(w) if split else w
+        return arithmetic.premask(w, k, split=split)
+
+    return [{**layer, "w": one(layer["w"], k)} for layer, k in zip(params, keys)]
+
+
+def shared_params(params: Params) -> Params:
+    """Every :class:`Premasked` weight back as plain shares (local, ``b_i + [i=0] f``)."""
+    return [{**layer, "w": layer["w"].as_shared() if isinstance(layer["w"], Premasked) else layer["w"]} for layer in params]
 
 
 def _check_activation(activation: str) -> None:
@@ -95,16 +109,18 @@ def mlp(
 ) -> SharedTensor:
     """Secure forward pass: ``Linear - act - ... - Linear`` on shares, logits out.
 
-    Differentiable (``jaxmpc.value_and_grad``) for shared parameters; with
-    :func:`premask_params` weights it is the cheaper inference-only pass.
+    Differentiable (``jaxmpc.value_and_grad``) for shared or
+    :func:`premask_params` weights; premasked ones open only each layer's
+    input per batch, and the first layer opens nothing when ``x`` is
+    premasked too (training data opened once, :func:`jaxmpc.train.training_data`).
     ``grad_scale``: the parameters' gradients come out multiplied by it (a
     learning rate, for ``optim.sgd(..., prescaled=True)``): folded into the
     weight gradients' truncations for free, one truncation per bias element.
     """
     _check_activation(activation)
-    if not isinstance(x, SharedTensor):
+    if not isinstance(x, (SharedTensor, Premasked)):
         raise TypeError(f"mlp takes a SharedTensor input (share it first), got {type(x).__name__}")
-    if x.ndim != 2 or x.shape[1] != params[0]["w"].shape[0]:
+    if len(x.shape) != 2 or x.shape[1] != params[0]["w"].shape[0]:
         raise ValueError(
             f"input shape {x.shape} does not fit the first layer "
             f"(expected (batch, {params[0]['w'].shape[0]}))"
@@ -113,9 +129,7 @@ def mlp(
     for i, layer in enumerate(params):
         k_lin, k_act, k_b = jax.random.split(jax.random.fold_in(key, i), 3)
         w, b = layer["w"], layer["b"]
-        if isinstance(w, Premasked):
-            h = arithmetic.matmul(h, w, k_lin, trunc=trunc) + b
-        elif grad_scale is None:
+        if grad_scale is None:
             h = ad.matmul(h, w, k_lin, trunc=trunc) + b
         else:
             b = ad.scale_grad(b, grad_scale, k_b, trunc=trunc)

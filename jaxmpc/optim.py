@@ -16,12 +16,12 @@ import jax
 import optax
 
 from jaxmpc.protocols import arithmetic
-from jaxmpc.protocols.arithmetic import TruncMethod
+from jaxmpc.protocols.arithmetic import Premasked, TruncMethod
 from jaxmpc.tensor import SharedTensor
 
 
 def _is_shared(x: Any) -> bool:
-    return isinstance(x, SharedTensor)
+    return isinstance(x, (SharedTensor, Premasked))
 
 
 class SGDState(NamedTuple):
@@ -54,12 +54,23 @@ def sgd(
     learning rate (``g = lr * grad``, e.g. from ``nn.mlp(..., grad_scale=lr)``,
     which folds it into the backward pass's truncations), so the update is
     ``-m``: no truncation, no dealer words, no round without momentum.
+    This is also the one update a :class:`~jaxmpc.protocols.arithmetic.Premasked`
+    weight takes (its gradient is premasked, and so is ``-g``); with momentum
+    or an unscaled gradient it would need a product, so those raise.
     """
     arithmetic._check_key(key)
     lr = _check_hyper("learning_rate", learning_rate, 0.0, 1e6)
     mu = _check_hyper("momentum", momentum, 0.0, 1.0)
 
+    def check(tree: Any) -> None:
+        if (mu or not prescaled) and any(isinstance(v, Premasked) for v in jax.tree.leaves(tree, is_leaf=_is_shared)):
+            raise ValueError(
+                "premasked weights take only prescaled SGD without momentum (optim.sgd(..., prescaled=True)); "
+                "turn them into shares first (nn.shared_params) for momentum or a learning-rate product"
+            )
+
     def init(params: Any) -> SGDState:
+        check(params)
         zeros = None
         if mu:
             zeros = jax.tree.map(lambda p: p * 0, params, is_leaf=_is_shared)
@@ -67,6 +78,7 @@ def sgd(
 
     def update(grads: Any, state: SGDState, params: Any = None):
         del params
+        check(grads)
         leaves, treedef = jax.tree.flatten(grads, is_leaf=_is_shared)
         key, step_key = jax.random.split(state.key)
         keys = jax.random.split(step_key, 2 * len(leaves)).reshape(2, len(leaves))

@@ -133,5 +133,7 @@ def test_top_level_matmul_takes_a_premasked_weight():
     xs = mpc.share(x, jax.random.key(0), n_parties=3)
     fixed = mpc.premask(mpc.share(w, jax.random.key(1), n_parties=3), jax.random.key(2))
     np.testing.assert_allclose(np.asarray(mpc.reveal(mpc.matmul(xs, fixed, jax.random.key(3)))), x @ w, atol=1e-4)
-    with pytest.raises(ValueError, match="no gradient"):
-        mpc.matmul(xs, fixed, jax.random.key(3), w_grad_scale=0.1)
+    with pytest.raises(ValueError, match="fused truncation"):
+        mpc.value_and_grad(lambda w: mpc.matmul(xs, w, jax.random.key(3), trunc="local").sum())(
+            mpc.premask(mpc.share(w, jax.random.key(1), n_parties=2), jax.random.key(2), split=False)
+        )

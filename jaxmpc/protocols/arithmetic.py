@@ -226,7 +226,8 @@ def bilinear_transpose_ss(
     y_frac: int,
     trunc: TruncMethod = "dealer",
     y_scale: float | None = None,
-) -> tuple[SharedTensor | None, SharedTensor | None]:
+    premasked_y: bool = False,
+) -> tuple[SharedTensor | None, SharedTensor | Premasked | None]:
     """The backward pass of ``z = B(x, y)``: ``Bx(ct, y)`` and ``By(x, ct)``.
 
     Reuses the forward masks (SecureML's trick): ``x = e + a`` and ``y = f + b``
@@ -243,6 +244,12 @@ def bilinear_transpose_ss(
     no extra round, words or truncation error. This is how a learning rate is
     folded into the weight gradient (:func:`jaxmpc.autodiff.matmul`'s
     ``w_grad_scale``). With ``trunc="local"`` it costs one more truncation.
+
+    ``premasked_y``: return ``By`` as a :class:`Premasked` value: its opened
+    part is the public ``L = open(z + r) >> k`` of the fused truncation and
+    its mask the dealer's ``-(r >> k)`` shares -- the same shares, split so
+    that a :class:`Premasked` weight can take the SGD step without being
+    opened again. Needs the fused truncation.
     """
     _require_ring(ct)
     _check_key(key)
@@ -255,6 +262,11 @@ def bilinear_transpose_ss(
         scale_y, shift_y = _encode_scale(y_scale, fs), bits_y + fs
         if not fuse or not bits_y:
             raise ValueError("y_scale needs the dealer's fused truncation (trunc='dealer', fractional operands)")
+    if premasked_y and by is not None and (not fuse or not bits_y):
+        raise ValueError(
+            "a premasked gradient comes from the dealer's fused truncation (trunc='dealer', fractional "
+            "operands); use plain shared weights (Premasked.as_shared) otherwise"
+        )
     t = dealer.beaver_transpose_triples(
         key, masks.a, masks.b, ct.shape, bx, by, bits_x if fuse else 0, shift_y if fuse else 0, 1, scale_y
     )
@@ -272,16 +284,32 @@ def bilinear_transpose_ss(
             opened = spmd.open_sum(tuple(outs[i] for i in to_open), what="trunc")
             for i, z in zip(to_open, opened):
                 *_, scale, shift = wanted[i]
-                lead = jnp.where(spmd.is_party(0), ring.scaled_shift_right(z, scale, shift), jnp.zeros_like(z))
-                outs[i] = lead - ss[i]
+                opened_part = ring.scaled_shift_right(z, scale, shift)
+                if premasked_y and not wanted[i][4]:
+                    outs[i] = (opened_part, -ss[i])
+                else:
+                    outs[i] = jnp.where(spmd.is_party(0), opened_part, jnp.zeros_like(z)) - ss[i]
         return outs
 
     cs = [w[2] for w in wanted]
     ss = [w[3] if w[3] is not None else jnp.zeros_like(w[2]) for w in wanted]
-    outs = spmd.party_map(local)(ct.shares, t.m, masks.a, masks.b, masks.e, masks.f, cs, ss)
+    # e and f are public (the same at every party): passed unmapped, so that
+    # products with them fold the party axis into one larger GEMM
+    outs = spmd.party_map(local, in_axes=(0, 0, 0, 0, None, None, 0, 0))(
+        ct.shares, t.m, masks.a, masks.b, masks.e[0], masks.f[0], cs, ss
+    )
     results = []
     for (bil, bits, _, _, is_x, scale, shift), z in zip(wanted, outs):
         frac = ct.frac_bits + (y_frac if is_x else x_frac)
+        if isinstance(z, tuple):  # the premasked gradient (opened part, mask)
+            pm = Premasked(z[1], z[0], frac - bits)
+            debug.on_truncate(
+                lambda bil=bil, scale=scale: debug.transpose_product(ct, masks, bil, False) * jnp.uint64(scale),
+                pm.as_shared(),
+                shift,
+            )
+            results.append(pm)
+            continue
         out = SharedTensor(z, frac - bits) if fuse else truncate(
             SharedTensor(z, frac), jax.random.fold_in(key, 7 + is_x), bits, method=trunc
         )
@@ -307,14 +335,27 @@ class Premasked:
     ``a``: the dealer reuses ``b`` (``c = B(a, b)``), the parties reuse ``f``.
     Secure because ``f`` is opened once and every later opening is masked by
     fresh randomness (the reuse of SecureML, Mohassel & Zhang, S&P 2017,
-    Sec. 4.2). For products only: not differentiable, no local ops.
+    Sec. 4.2).
+
+    Invariant: ``b`` is always known to the dealer, which is what lets it
+    deal ``c = B(a, b)``. It holds for a fresh mask, and it is kept by the two
+    operations defined here: negation, and the leafwise sum with another
+    premasked value -- in particular a weight gradient in premasked form,
+    ``(-(r >> k), open(lr dW + r) >> k)``, whose mask is the dealer's own
+    truncation mask (:func:`bilinear_transpose_ss` with ``premasked_y``). So
+    SGD keeps a weight premasked across steps without opening it again
+    (``W - G`` has mask ``b + (r >> k)`` and opened part ``f - L``, both
+    computed locally). Any other update (a secret not of this form) would
+    break the invariant: turn the weight back into shares with
+    :meth:`as_shared` first. Differentiable through :func:`jaxmpc.autodiff.matmul`.
     """
 
     b: jax.Array  # (n, *shape) the parties' shares of the dealer's mask
     f: jax.Array  # (n, *shape) the opened y - b, the same at every party
     frac_bits: int = dataclasses.field(metadata=dict(static=True))
-    # float64 limbs of each party's right operands b_i + [i=0] f and f, split
-    # once for matmul's limb path (None where that path is not taken)
+    # float64 limbs of each party's right operand b_i + [i=0] f (stacked) and
+    # of the public f (one copy), split once for matmul's limb path (None
+    # where that path is not taken)
     split: tuple[limbs.SplitOperand, limbs.SplitOperand] | None = None
 
     @property
@@ -325,70 +366,118 @@ class Premasked:
     def n_parties(self) -> int:
         return int(self.b.shape[0])
 
+    @property
+    def is_carrier(self) -> bool:
+        """True while differentiated (complex128 carriers, :mod:`jaxmpc.autodiff`)."""
+        return self.b.dtype == jnp.complex128
+
     def as_shared(self) -> SharedTensor:
         """Shares of ``y`` again, locally: ``b_i + [i = 0] f``."""
         return SharedTensor(self.b.at[0].add(self.f[0]), self.frac_bits)
 
+    def __getitem__(self, idx: Any) -> "Premasked":
+        """A slice, e.g. one batch of premasked data: the same masks, sliced; no split."""
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        return Premasked(self.b[(slice(None), *idx)], self.f[(slice(None), *idx)], self.frac_bits)
 
-def premask(y: SharedTensor, key: jax.Array) -> Premasked:
+    def __neg__(self) -> "Premasked":
+        """``-y``: mask ``-b`` (still the dealer's), opened part ``-f``; no split."""
+        return Premasked(-self.b, -self.f, self.frac_bits)
+
+
+def premask(y: SharedTensor, key: jax.Array, *, split: bool = True) -> Premasked:
     """Open ``f = y - b`` once under a fresh dealer mask ``b`` (:func:`jaxmpc.dealer.mask`).
 
     Cost: 1 round, ``(n-1) * 8 * |y|`` bytes per party, once; each later
     product with the result (:func:`matmul`, :func:`bilinear_sm`) then opens
-    only its other operand. Opened: ``y - b``, uniform.
+    only its other operand. Opened: ``y - b``, uniform. ``split``: also cut
+    the right operands into float64 limbs once (:func:`presplit`), for a
+    weight that stays fixed; pass False for one that SGD will update.
     """
     _require_ring(y)
     _check_key(key)
     b = dealer.mask(key, y.n_parties, y.shape)
     f = spmd.party_map(lambda ys, bs: spmd.open_sum(ys - bs, what="beaver"))(y.shares, b)
     masked = Premasked(b, f, y.frac_bits)
-    if y.ndim == 2 and limbs.use_limbs((limbs.MIN_ROWS, y.shape[0]), y.shape):
-        # the right operands of every later matmul are fixed: split them once, locally
-        split = (limbs.split_rhs(masked.as_shared().shares), limbs.split_rhs(f))
-        masked = dataclasses.replace(masked, split=split)
-    return masked
+    return presplit(masked) if split else masked
+
+
+def presplit(y: Premasked) -> Premasked:
+    """``y`` with the float64 limbs of its matmul right operands (``b_i + [i=0] f``
+    and ``f``) computed once, locally, for a weight used by many products
+    (:func:`jaxmpc.limbs.split_rhs`). Unchanged where the limb path is not taken."""
+    if not isinstance(y, Premasked):
+        raise TypeError(f"presplit takes a Premasked weight (arithmetic.premask), got {type(y).__name__}")
+    if y.split is not None or len(y.shape) != 2 or not limbs.use_limbs((limbs.MIN_ROWS, y.shape[0]), y.shape):
+        return y
+    split = (limbs.split_rhs(y.as_shared().shares), limbs.split_rhs(y.f[0]))
+    return dataclasses.replace(y, split=split)
 
 
 def bilinear_sm(
-    x: SharedTensor, y: Premasked, key: jax.Array, bilinear: ring.Bilinear, *, trunc: TruncMethod = "dealer"
-) -> SharedTensor:
+    x: SharedTensor | Premasked,
+    y: Premasked,
+    key: jax.Array,
+    bilinear: ring.Bilinear,
+    *,
+    trunc: TruncMethod = "dealer",
+    keep_masks: bool = False,
+):
     """``B(x, y)`` for a secret ``x`` and a :class:`Premasked` secret ``y``, then truncation.
 
     As :func:`bilinear_ss`, but the dealer's triple reuses ``y``'s mask
     (``c = B(a, b) + r`` with a fresh ``a`` and ``r``) and only ``e = x - a``
     is opened: 1 round, ``(n-1) * 8 * |x|`` bytes per party (plus the fused
     truncation's round). Dealer words: ``n*|a| + (2n-1)*|z|``, none for ``b``.
+    A :class:`Premasked` ``x`` too (data opened once under its mask, as
+    SecureML's ``X - U``) reuses both masks: nothing is opened but the
+    truncation, and the dealer draws no ``a``.
+    With ``keep_masks`` also returns the :class:`BeaverMasks` (the masks and
+    opened parts) for :func:`bilinear_transpose_ss`.
     """
-    _require_ring(x)
+    x_masked = isinstance(x, Premasked)
+    x_shared = x.as_shared() if x_masked else x
+    _require_ring(x_shared)
     _check_key(key)
     if not isinstance(y, Premasked):
         raise TypeError(f"bilinear_sm takes a Premasked right operand (arithmetic.premask), got {type(y).__name__}")
     y_shared = y.as_shared()
-    _check_factors(x, y_shared)
+    _check_factors(x_shared, y_shared)
     bits = min(x.frac_bits, y.frac_bits)
-    _check_trunc(trunc, x.n_parties if bits else 2)
+    n = x_shared.n_parties
+    _check_trunc(trunc, n if bits else 2)
 
     split = y.split if bilinear is ring.matmul and y.split is not None and limbs.use_limbs(x.shape, y.shape) else None
 
     def product(xs, a, b, f, c, *split_local):
-        e = spmd.open_sum(xs - a, what="beaver")
+        e = xs if x_masked else spmd.open_sum(xs - a, what="beaver")
         if split_local:  # = beaver_opened_local with both right operands pre-split
             bf, ff = split_local
-            return c + limbs.matmul_split_rhs(e, bf) + limbs.matmul_split_rhs(a, ff)
-        return beaver_opened_local(e, f, a, b, c, bilinear)
+            return c + limbs.matmul_split_rhs(e, bf) + limbs.matmul_split_rhs(a, ff), e
+        return beaver_opened_local(e, f, a, b, c, bilinear), e
 
     extra = split if split is not None else ()
+    # public values (f, its limbs, a premasked x's opened part) are unmapped,
+    # so a_i @ f is one GEMM for all parties
+    in_axes = (0, None if x_masked else 0, 0, 0, None, 0) + ((0, None) if extra else ())
+    first = x.f[0] if x_masked else x.shares
+    a_given = x.b if x_masked else None
 
     if trunc == "dealer" and bits:
-        t = dealer.beaver_trunc_triple(key, x.n_parties, x.shape, y.shape, bilinear, bits, b=y.b)
-        z = spmd.party_map(lambda rs, *args: _open_shifted(product(*args), rs, bits))(
-            t.r_shifted, x.shares, t.a, y.b, y.f, t.c, *extra
-        )
-        return debug.on_product(x, y_shared, SharedTensor(z, x.frac_bits + y.frac_bits - bits), bilinear, bits)
-    k_triple, k_trunc = jax.random.split(key)
-    t = dealer.beaver_triple(k_triple, x.n_parties, x.shape, y.shape, bilinear, b=y.b)
-    z = spmd.party_map(product)(x.shares, t.a, y.b, y.f, t.c, *extra)
-    return truncate(SharedTensor(z, x.frac_bits + y.frac_bits), k_trunc, bits, method=trunc)
+        t = dealer.beaver_trunc_triple(key, n, x.shape, y.shape, bilinear, bits, b=y.b, a=a_given)
+
+        def fused(rs, *args):
+            z, e = product(*args)
+            return _open_shifted(z, rs, bits), e
+
+        z, e = spmd.party_map(fused, in_axes)(t.r_shifted, first, t.a, y.b, y.f[0], t.c, *extra)
+        out = debug.on_product(x_shared, y_shared, SharedTensor(z, x.frac_bits + y.frac_bits - bits), bilinear, bits)
+    else:
+        k_triple, k_trunc = jax.random.split(key)
+        t = dealer.beaver_triple(k_triple, n, x.shape, y.shape, bilinear, b=y.b, a=a_given)
+        z, e = spmd.party_map(product, in_axes[1:])(first, t.a, y.b, y.f[0], t.c, *extra)
+        out = truncate(SharedTensor(z, x.frac_bits + y.frac_bits), k_trunc, bits, method=trunc)
+    return (out, BeaverMasks(t.a, y.b, e, y.f)) if keep_masks else out
 
 
 def _encode_scale(scale: float, frac_bits: int) -> int:
@@ -430,13 +519,16 @@ def _check_matmul_shapes(a: tuple, b: tuple) -> None:
 
 
 def matmul(
-    x: SharedTensor, y: SharedTensor | Premasked, key: jax.Array, *, trunc: TruncMethod = "dealer"
+    x: SharedTensor | Premasked, y: SharedTensor | Premasked, key: jax.Array, *, trunc: TruncMethod = "dealer"
 ) -> SharedTensor:
     """Matrix product ``x @ y`` of two secrets. Bytes scale with ``|x| + |y|``,
-    or ``|x|`` alone when ``y`` is :class:`Premasked` (fixed weights)."""
+    ``|x|`` alone when ``y`` is :class:`Premasked` (fixed weights), nothing but
+    the truncation when both are."""
     if isinstance(y, Premasked):
         _check_matmul_shapes(x.shape, y.shape)
         return bilinear_sm(x, y, key, ring.matmul, trunc=trunc)
+    if isinstance(x, Premasked):
+        raise TypeError("a Premasked left operand needs a Premasked right operand (arithmetic.premask)")
     _check_factors(x, y)
     _check_matmul_shapes(x.shape, y.shape)
     return bilinear_ss(x, y, key, ring.matmul, trunc=trunc)
