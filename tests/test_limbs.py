@@ -227,3 +227,63 @@ def test_rejects_non_ring_dtypes():
         limbs.matmul(jnp.ones((2, 2), jnp.int64), jnp.ones((2, 2), jnp.uint64))
     with pytest.raises(TypeError, match="uint64"):
         limbs.matmul_limbs(jnp.ones((2, 2), jnp.float64), jnp.ones((2, 2), jnp.float64))
+
+
+# ------------------------------------------------------------ the int8 byte path
+
+#: Drives every byte digit to -128: the largest int32 diagonal sums.
+WORST_BYTES = (-limbs._BIAS8) % 2**64
+
+
+def byte_product(a, b):
+    return _jitted(limbs.matmul_bytes)(a, b)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(1, 5),
+    n=st.integers(1, 5),
+    k=st.integers(1, 700),
+)
+def test_bytes_match_reference_uniform(seed, m, n, k):
+    a, b = rand(seed, (m, k)), rand(seed + 1, (k, n))
+    assert_same(byte_product(a, b), reference(a, b))
+
+
+@pytest.mark.parametrize("va,vb", [(WORST_BYTES, WORST_BYTES), (U64_MAX, U64_MAX), (2**63, 2**63 - 1), (0, WORST_BYTES)])
+def test_bytes_whole_edge_matrices(va, vb):
+    a, b = full(va, (3, 40)), full(vb, (40, 2))
+    assert_same(byte_product(a, b), reference(a, b))
+
+
+@pytest.mark.parametrize("k", [limbs.MAX_BYTE_CHUNK_K, limbs.MAX_BYTE_CHUNK_K + 1])
+def test_bytes_at_and_above_the_chunk_bound_with_the_worst_digits(k):
+    """At the bound every int32 diagonal sum reaches 8 * K * 2**14 < 2**31; one more
+    element starts a second chunk."""
+    assert 8 * limbs.MAX_BYTE_CHUNK_K * 2**14 < 2**31 <= 8 * (limbs.MAX_BYTE_CHUNK_K + 1) * 2**14
+    a, b = full(WORST_BYTES, (2, k)), full(WORST_BYTES, (k, 3))
+    assert_same(byte_product(a, b), reference(a, b))
+
+
+def test_bytes_digits_reconstruct():
+    x = rand(12, (50,))
+    d = np.asarray(limbs._bytes(x)).astype(np.int64)
+    assert d.min() >= -128 and d.max() <= 127
+    back = sum((d[:, i].astype(object) * 2 ** (8 * i)) for i in range(8))
+    np.testing.assert_array_equal(np.array([int(v) % 2**64 for v in back], dtype=np.uint64), np.asarray(x))
+
+
+def test_byte_dispatch_rule_and_vmap():
+    assert limbs.use_bytes((64, 784), (784, 128))
+    assert limbs.use_bytes((64, 512), (512, 128))
+    assert not limbs.use_bytes((64, 256), (256, 128))  # K too short: float64 limbs
+    assert not limbs.use_bytes((784, 64), (64, 128))
+    assert not limbs.use_bytes((1, 784), (784, 128))  # uint64 dot (use_limbs)
+    assert not limbs.use_bytes((2, 64, 784), (784, 128))  # 2-D only
+    a, b = rand(13, (2, 6, 600)), rand(14, (600, 40))
+    assert limbs.use_bytes(a.shape[1:], b.shape)
+    got = jax.jit(jax.vmap(limbs.matmul, in_axes=(0, None)))(a, b)  # the party axis folds into rows
+    assert_same(got, jnp.stack([reference(a[i], b) for i in range(2)]))
+    with pytest.raises(ValueError, match="2-D"):
+        limbs.matmul_bytes(a, b)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import reference
-from jaxmpc import audit, cost, nn, tensor, train
+from jaxmpc import audit, cost, limbs, nn, tensor, train
 from jaxmpc.protocols import arithmetic
 from jaxmpc.protocols.arithmetic import Premasked
 from jaxmpc.tensor import SharedTensor
@@ -29,7 +29,7 @@ def _ring_shared(u: np.ndarray, key, n: int) -> SharedTensor:
 @pytest.mark.parametrize("n", [2, 3, 5])
 @pytest.mark.parametrize(
     "xshape,wshape",
-    # the last two take the limb path with the weight's limbs split once (K <= 910, and chunked)
+    # (8,96)x(96,64) takes the float64 limbs split once; (4,1000)x(1000,40) the int8 byte path
     [((4, 6), (6, 3)), ((1, 9), (9, 2)), ((2, 3, 5), (5, 4)), ((8, 96), (96, 64)), ((4, 1000), (1000, 40))],
 )
 def test_premasked_matmul_is_exact_over_the_whole_ring(n, xshape, wshape):
@@ -39,7 +39,7 @@ def test_premasked_matmul_is_exact_over_the_whole_ring(n, xshape, wshape):
     w = _u64(rng, wshape)
     pre = arithmetic.premask(_ring_shared(w, jax.random.key(1), n), jax.random.key(2))
     assert isinstance(pre, Premasked) and pre.shape == wshape and pre.n_parties == n
-    assert (pre.split is not None) == (wshape[0] >= 64)
+    assert (pre.split is not None) == (64 <= wshape[0] < limbs.MIN_BYTE_K)  # long ones take the byte path
     np.testing.assert_array_equal(reference.open_shares(np.asarray(pre.as_shared().shares)), w)
     for batch in range(3):  # the same mask b serves every batch
         x = _u64(rng, xshape)
