@@ -192,20 +192,28 @@ MAX_BYTE_CHUNK_K = (2**31 - 1) // (8 * 2**14)  # = 16383
 MIN_BYTE_K = 512
 
 
+def _biased(x: jax.Array) -> jax.Array:
+    """``x`` with every byte ``b`` replaced by ``b ^ 0x80`` after adding ``BIAS8``:
+    read as int8, byte ``i`` is the balanced digit ``d_i``."""
+    return (x + jnp.uint64(_BIAS8)) ^ jnp.uint64(_BIAS8)
+
+
 def _bytes(x: jax.Array) -> jax.Array:
     """Balanced int8 digits ``(..., 8)``, least significant first, of uint64 ``x``."""
-    y = jax.lax.bitcast_convert_type(x + jnp.uint64(_BIAS8), jnp.uint8)  # little-endian bytes
-    return jax.lax.bitcast_convert_type(y ^ jnp.uint8(0x80), jnp.int8)  # byte - 128
+    return jax.lax.bitcast_convert_type(_biased(x), jnp.int8)  # little-endian bytes
 
 
 def _byte_chunk_product(a: jax.Array, b: jax.Array) -> jax.Array:
     """``a @ b mod 2**64`` for 2-D ``a`` (M, K), ``b`` (K, N), K <= :data:`MAX_BYTE_CHUNK_K`."""
     m, k = a.shape
     n = b.shape[1]
-    da = jnp.moveaxis(_bytes(a), -1, 0)  # (8, M, K)
-    db = _bytes(b)  # (K, N, 8): a free reshape to (K, 8N)
-    low = jax.lax.dot(da[:4].reshape(4 * m, k), db.reshape(k, 8 * n), preferred_element_type=jnp.int32)
-    high = jax.lax.dot(da[4:].reshape(4 * m, k), db[:, :, :4].reshape(k, 4 * n), preferred_element_type=jnp.int32)
+    ya, yb = _biased(a), _biased(b)
+    # a's digit planes (8, M, K) built directly (no transpose of a byte array)
+    da = jax.lax.bitcast_convert_type(jnp.stack([(ya >> jnp.uint64(8 * i)).astype(jnp.uint8) for i in range(8)]), jnp.int8)
+    db = jax.lax.bitcast_convert_type(yb, jnp.int8).reshape(k, 8 * n)  # (K, N, 8) -> (K, 8N), free
+    db_low = jax.lax.bitcast_convert_type(yb.astype(jnp.uint32), jnp.int8).reshape(k, 4 * n)  # digits 0-3
+    low = jax.lax.dot(da[:4].reshape(4 * m, k), db, preferred_element_type=jnp.int32)
+    high = jax.lax.dot(da[4:].reshape(4 * m, k), db_low, preferred_element_type=jnp.int32)
     low, high = low.reshape(4, m, n, 8), high.reshape(4, m, n, 4)
     out = None
     for s in range(8):  # output byte offset s = i + j
