@@ -112,8 +112,8 @@ def test_packaged_step_matches_the_classic_step(activation):
     fast = train.make_train_step(config, fast_opt, scale)
     slow = train.make_train_step(config, slow_opt)
     k = jax.random.key(5)
-    pf, _, lf = fast(params, fast_opt.init(params), x, y, k)
-    ps, _, ls = slow(params, slow_opt.init(params), x, y, k)
+    pf, _, lf = jax.jit(fast)(params, fast_opt.init(params), x, y, k)
+    ps, _, ls = jax.jit(slow)(params, slow_opt.init(params), x, y, k)
     for a, b in zip(jax.tree.leaves(nn.reconstruct_params(pf)), jax.tree.leaves(nn.reconstruct_params(ps))):
         assert np.abs(a - b).max() <= 4 * 2.0**-F
     assert abs(float(tensor.reveal(lf)) - float(tensor.reveal(ls))) < 1e-9  # same forward pass

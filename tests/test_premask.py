@@ -105,9 +105,10 @@ def test_mlp_with_premasked_weights_matches_plaintext_and_the_shared_pass():
     assert all(isinstance(layer["w"], Premasked) and isinstance(layer["b"], SharedTensor) for layer in masked)
     x = np.random.default_rng(2).uniform(0, 1, size=(5, 20)).astype(np.float32)
     xs = tensor.share(x, jax.random.key(3), 3, F)
-    out = np.asarray(tensor.reveal(nn.mlp(masked, xs, jax.random.key(4), activation=config.activation)))
+    mlp = jax.jit(lambda params, x_, k: nn.mlp(params, x_, k, activation=config.activation))
+    out = np.asarray(tensor.reveal(mlp(masked, xs, jax.random.key(4))))
     np.testing.assert_allclose(out, np.asarray(nn.mlp_plain(p, x)), atol=2e-3)
-    ref = np.asarray(tensor.reveal(nn.mlp(shared, xs, jax.random.key(4))))
+    ref = np.asarray(tensor.reveal(mlp(shared, xs, jax.random.key(4))))
     np.testing.assert_allclose(out, ref, atol=2e-3)
 
 

@@ -111,7 +111,7 @@ def test_premasked_weights_public_part_is_computed_from_opened_values():
     the parties compute it from what they saw, nothing new is opened for it."""
     config, shared, masked, x, y, opt, step = _setup(2)
     with audit.capture() as log:
-        new, _, _ = step(masked, opt.init(masked), x, y, jax.random.key(8))
+        new, _, _ = jax.jit(step)(masked, opt.init(masked), x, y, jax.random.key(8))
         jax.block_until_ready(new)
     trunc_opened = [m.received for m in log.opened("trunc")]
     fs = F + F - F  # the gradient's fractional bits after truncation
@@ -133,8 +133,9 @@ def test_premasked_training_openings_are_uniform_masks():
     xm = _premasked_data(config, x)
     with audit.capture() as log:
         p, s = masked, opt.init(masked)
+        run = jax.jit(step)
         for t in range(2):
-            p, s, _ = step(p, s, xm, y, jax.random.key(20 + t))
+            p, s, _ = run(p, s, xm, y, jax.random.key(20 + t))
         jax.block_until_ready(p)
     audit.verify(log, secrets=[x, y, *jax.tree.leaves(shared, is_leaf=lambda v: isinstance(v, SharedTensor))],
                  reveals=()).raise_if_failed()
@@ -154,7 +155,7 @@ def test_premasked_data_needs_premasked_weights_and_gets_no_gradient():
 
 def test_premasked_weights_refuse_updates_that_would_break_the_mask_invariant():
     config, shared, masked, x, y, opt, step = _setup(2)
-    _, grads = ad.value_and_grad(train.loss_fn(config, config.lr))(masked, x, y, jax.random.key(9))
+    _, grads = jax.jit(ad.value_and_grad(train.loss_fn(config, config.lr)))(masked, x, y, jax.random.key(9))
     for bad in (optim.sgd(0.1, jax.random.key(0), momentum=0.9, prescaled=True), optim.sgd(0.1, jax.random.key(0))):
         with pytest.raises(ValueError, match="premasked weights take only prescaled SGD"):
             bad.init(masked)
