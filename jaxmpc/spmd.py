@@ -46,6 +46,20 @@ def in_party_shard_map() -> bool:
     return mesh is not None and not mesh.empty and PARTY in mesh.manual_axes
 
 
+def public_operand(x: Any) -> tuple[Any, int | None]:
+    """A public value stacked on the party axis (the same at every party, e.g.
+    an opened ``x - a``) as a :func:`party_map` argument: ``(value, in_axis)``.
+
+    In the one-process simulation it is one unmapped copy, so products with it
+    fold the party axis into one larger GEMM (``[a_0; a_1] @ f``); over a party
+    mesh it stays stacked, since each party already holds its own copy and
+    taking party 0's would broadcast it.
+    """
+    if _party_mesh() is None:
+        return jax.tree.map(lambda v: v[0], x), None  # (a pytree of such arrays too)
+    return x, 0
+
+
 def party_map(fn: Callable[..., Any], in_axes: Any = 0) -> Callable[..., Any]:
     """Run the per-party function ``fn`` for every party.
 

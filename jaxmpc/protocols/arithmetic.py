@@ -293,11 +293,9 @@ def bilinear_transpose_ss(
 
     cs = [w[2] for w in wanted]
     ss = [w[3] if w[3] is not None else jnp.zeros_like(w[2]) for w in wanted]
-    # e and f are public (the same at every party): passed unmapped, so that
-    # products with them fold the party axis into one larger GEMM
-    outs = spmd.party_map(local, in_axes=(0, 0, 0, 0, None, None, 0, 0))(
-        ct.shares, t.m, masks.a, masks.b, masks.e[0], masks.f[0], cs, ss
-    )
+    # e and f are public: unmapped in the simulation (spmd.public_operand)
+    (e, e_ax), (f, f_ax) = spmd.public_operand(masks.e), spmd.public_operand(masks.f)
+    outs = spmd.party_map(local, in_axes=(0, 0, 0, 0, e_ax, f_ax, 0, 0))(ct.shares, t.m, masks.a, masks.b, e, f, cs, ss)
     results = []
     for (bil, bits, _, _, is_x, scale, shift), z in zip(wanted, outs):
         frac = ct.frac_bits + (y_frac if is_x else x_frac)
@@ -353,9 +351,8 @@ class Premasked:
     b: jax.Array  # (n, *shape) the parties' shares of the dealer's mask
     f: jax.Array  # (n, *shape) the opened y - b, the same at every party
     frac_bits: int = dataclasses.field(metadata=dict(static=True))
-    # float64 limbs of each party's right operand b_i + [i=0] f (stacked) and
-    # of the public f (one copy), split once for matmul's limb path (None
-    # where that path is not taken)
+    # float64 limbs of each party's right operands b_i + [i=0] f and f
+    # (stacked), split once for matmul's limb path (None where it is not taken)
     split: tuple[limbs.SplitOperand, limbs.SplitOperand] | None = None
 
     @property
@@ -414,7 +411,7 @@ def presplit(y: Premasked) -> Premasked:
     rows = (limbs.MIN_ROWS, y.shape[0]) if len(y.shape) == 2 else None
     if y.split is not None or rows is None or not limbs.use_limbs(rows, y.shape) or limbs.use_bytes(rows, y.shape):
         return y
-    split = (limbs.split_rhs(y.as_shared().shares), limbs.split_rhs(y.f[0]))
+    split = (limbs.split_rhs(y.as_shared().shares), limbs.split_rhs(y.f))
     return dataclasses.replace(y, split=split)
 
 
@@ -465,11 +462,15 @@ def bilinear_sm(
             return c + limbs.matmul_split_rhs(e, bf) + limbs.matmul_split_rhs(a, ff), e
         return beaver_opened_local(e, f, a, b, c, bilinear), e
 
-    extra = split if split is not None else ()
-    # public values (f, its limbs, a premasked x's opened part) are unmapped,
-    # so a_i @ f is one GEMM for all parties
-    in_axes = (0, None if x_masked else 0, 0, 0, None, 0) + ((0, None) if extra else ())
-    first = x.f[0] if x_masked else x.shares
+    # public values (f, its limbs, a premasked x's opened part): unmapped in
+    # the simulation, so a_i @ f is one GEMM for all parties (spmd.public_operand)
+    f, f_ax = spmd.public_operand(y.f)
+    first, x_ax = spmd.public_operand(x.f) if x_masked else (x.shares, 0)
+    extra, extra_ax = (), ()
+    if split is not None:
+        ff, ff_ax = spmd.public_operand(split[1])
+        extra, extra_ax = (split[0], ff), (0, ff_ax)
+    in_axes = (0, x_ax, 0, 0, f_ax, 0) + extra_ax
     a_given = x.b if x_masked else None
 
     if trunc == "dealer" and bits:
@@ -479,12 +480,12 @@ def bilinear_sm(
             z, e = product(*args)
             return _open_shifted(z, rs, bits), e
 
-        z, e = spmd.party_map(fused, in_axes)(t.r_shifted, first, t.a, y.b, y.f[0], t.c, *extra)
+        z, e = spmd.party_map(fused, in_axes)(t.r_shifted, first, t.a, y.b, f, t.c, *extra)
         out = debug.on_product(x_shared, y_shared, SharedTensor(z, x.frac_bits + y.frac_bits - bits), bilinear, bits)
     else:
         k_triple, k_trunc = jax.random.split(key)
         t = dealer.beaver_triple(k_triple, n, x.shape, y.shape, bilinear, b=y.b, a=a_given)
-        z, e = spmd.party_map(product, in_axes[1:])(first, t.a, y.b, y.f[0], t.c, *extra)
+        z, e = spmd.party_map(product, in_axes[1:])(first, t.a, y.b, f, t.c, *extra)
         out = truncate(SharedTensor(z, x.frac_bits + y.frac_bits), k_trunc, bits, method=trunc)
     return (out, BeaverMasks(t.a, y.b, e, y.f)) if keep_masks else out
 
