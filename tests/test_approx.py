@@ -64,7 +64,7 @@ ROUNDS = {  # ltz + stages (dealer truncation)
 
 def _run(call, x: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     xs = tensor.share(jnp.asarray(x), jax.random.key(seed), n, F)
-    return np.asarray(tensor.reveal(call(xs, jax.random.key(seed + 1))))
+    return np.asarray(tensor.reveal(jax.jit(call)(xs, jax.random.key(seed + 1))))
 
 
 def _metric(y: np.ndarray, ref: np.ndarray) -> np.ndarray:
