@@ -179,10 +179,10 @@ def matmul(
     A :class:`~jaxmpc.protocols.arithmetic.Premasked` ``w``
     (:func:`~jaxmpc.protocols.arithmetic.premask`) opens only ``x``'s mask in
     the forward pass, and nothing when ``x`` is premasked too (training data
-    premasked once: no gradient flows to it). Not differentiated, it is the inference-only product;
-    differentiated (training), its gradient comes back premasked, so that
-    ``w - lr dw`` stays premasked and is never opened again (needs the
-    dealer's fused truncation).
+    premasked once; no gradient flows to it). Not differentiated, this is the
+    inference-only product; differentiated (training), the gradient comes back
+    premasked, so that ``w - lr dw`` stays premasked and is never opened
+    again (needs the dealer's fused truncation).
     """
     premasked = isinstance(w, Premasked)
     if len(x.shape) != 2 or len(w.shape) != 2:
@@ -190,7 +190,9 @@ def matmul(
     if isinstance(x, Premasked) and x.is_carrier:
         raise TypeError("a Premasked input gets no gradient; differentiate by the weights only")
     if isinstance(x, Premasked) and not premasked:
-        raise TypeError("a Premasked input (data opened once under its mask) needs Premasked weights (nn.premask_params)")
+        raise TypeError(
+            "a Premasked input (data opened once under its mask) needs Premasked weights (nn.premask_params)"
+        )
     if premasked and not w.is_carrier and not x.is_carrier:
         return arithmetic.matmul(x, w, key, trunc=trunc)
     if w_grad_scale is not None:

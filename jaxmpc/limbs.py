@@ -209,7 +209,8 @@ def _byte_chunk_product(a: jax.Array, b: jax.Array) -> jax.Array:
     n = b.shape[1]
     ya, yb = _biased(a), _biased(b)
     # a's digit planes (8, M, K) built directly (no transpose of a byte array)
-    da = jax.lax.bitcast_convert_type(jnp.stack([(ya >> jnp.uint64(8 * i)).astype(jnp.uint8) for i in range(8)]), jnp.int8)
+    planes = jnp.stack([(ya >> jnp.uint64(8 * i)).astype(jnp.uint8) for i in range(8)])
+    da = jax.lax.bitcast_convert_type(planes, jnp.int8)
     db = jax.lax.bitcast_convert_type(yb, jnp.int8).reshape(k, 8 * n)  # (K, N, 8) -> (K, 8N), free
     db_low = jax.lax.bitcast_convert_type(yb.astype(jnp.uint32), jnp.int8).reshape(k, 4 * n)  # digits 0-3
     low = jax.lax.dot(da[:4].reshape(4 * m, k), db, preferred_element_type=jnp.int32)

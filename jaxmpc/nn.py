@@ -90,7 +90,10 @@ def premask_params(params: Params, key: jax.Array, *, split: bool = True) -> Par
 
 def shared_params(params: Params) -> Params:
     """Every :class:`Premasked` weight back as plain shares (local, ``b_i + [i=0] f``)."""
-    return [{**layer, "w": layer["w"].as_shared() if isinstance(layer["w"], Premasked) else layer["w"]} for layer in params]
+    def plain(w):
+        return w.as_shared() if isinstance(w, Premasked) else w
+
+    return [{**layer, "w": plain(layer["w"])} for layer in params]
 
 
 def _check_activation(activation: str) -> None:
