@@ -299,23 +299,17 @@ def bilinear_transpose_ss(
     results = []
     for (bil, bits, _, _, is_x, scale, shift), z in zip(wanted, outs):
         frac = ct.frac_bits + (y_frac if is_x else x_frac)
-        if isinstance(z, tuple):  # the premasked gradient (opened part, mask)
-            pm = Premasked(z[1], z[0], frac - bits)
-            debug.on_truncate(
-                lambda bil=bil, scale=scale: debug.transpose_product(ct, masks, bil, False) * jnp.uint64(scale),
-                pm.as_shared(),
-                shift,
-            )
-            results.append(pm)
-            continue
-        out = SharedTensor(z, frac - bits) if fuse else truncate(
-            SharedTensor(z, frac), jax.random.fold_in(key, 7 + is_x), bits, method=trunc
-        )
+        if isinstance(z, tuple):  # the premasked gradient: (opened part, mask)
+            out = Premasked(z[1], z[0], frac - bits)
+        elif fuse:
+            out = SharedTensor(z, frac - bits)
+        else:
+            out = truncate(SharedTensor(z, frac), jax.random.fold_in(key, 7 + is_x), bits, method=trunc)
         if fuse:
-            out = debug.on_truncate(
+            debug.on_truncate(
                 lambda bil=bil, is_x=is_x, scale=scale: debug.transpose_product(ct, masks, bil, is_x)
                 * jnp.uint64(scale),
-                out,
+                out.as_shared() if isinstance(out, Premasked) else out,
                 shift,
             )
         results.append(out)
