@@ -161,6 +161,12 @@ def loss_fn(config: TrainConfig, grad_scale: float | None = None) -> Callable[..
     return loss
 
 
+def _folds_learning_rate(config: TrainConfig) -> bool:
+    """Whether the step folds the learning rate into the weight gradients'
+    truncations (:func:`make_optimizer`): only the dealer's fused truncation can."""
+    return config.trunc == "dealer"
+
+
 def make_optimizer(config: TrainConfig, key: jax.Array) -> tuple[optax.GradientTransformation, float | None]:
     """The main job's SGD and the ``grad_scale`` its step must use.
 
@@ -170,7 +176,7 @@ def make_optimizer(config: TrainConfig, key: jax.Array) -> tuple[optax.GradientT
     round less per step than ``optim.sgd(lr)`` on plain gradients, which
     stays the path for local truncation and for other optimizers.
     """
-    fold = config.trunc == "dealer"
+    fold = _folds_learning_rate(config)
     opt = optim.sgd(config.lr, key, config.momentum, trunc=config.trunc, prescaled=fold)
     return opt, (config.lr if fold else None)
 
@@ -181,7 +187,7 @@ def premasks_weights(config: TrainConfig) -> bool:
     momentum, SGD keeps a premasked weight premasked, so each weight is opened
     once under a dealer mask before training and never again (a quarter
     fewer bytes per step). Other settings train plain shares."""
-    return config.trunc == "dealer" and config.momentum == 0
+    return _folds_learning_rate(config) and config.momentum == 0
 
 
 def training_params(config: TrainConfig, params: nn.Params, key: jax.Array) -> nn.Params:
