@@ -79,9 +79,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--momentum", type=_float, default=0.0, help="SGD momentum (default 0)")
     g.add_argument("--seed", type=int, default=1, help="one seed for all randomness (default 1)")
     g.add_argument("--prng", choices=tuple(PRNGS), default=TrainConfig.prng,
-                   help="PRNG behind the dealer and the sharing: rbg (XLA's RngBitGenerator, the default: "
-                   "2.3x faster than threefry on CPU) or threefry (JAX's default); neither is a vetted "
-                   "CSPRNG (SECURITY.md)")
+                   help="PRNG behind the dealer and the sharing: aes (AES-128 in counter mode, the default; "
+                   "a native AES-NI kernel on CPU), rbg (XLA's RngBitGenerator) or threefry (JAX's default); "
+                   "see SECURITY.md")
     g.add_argument("--max-batches", type=_positive_int, default=None, help="stop each epoch after this many batches (smoke runs)")
     g = p.add_argument_group("data")
     g.add_argument("--data", choices=("offline", "idx", "tfds", "auto"), default="offline",

@@ -37,9 +37,8 @@ randomization, CRYPTO 1991. [ABY3] P. Mohassel, P. Rindal, ABY3, CCS 2018
 P. Scholl, Improved primitives for MPC over mixed arithmetic-binary
 circuits, CRYPTO 2020.
 
-Caveat: words come from ``jax.random`` with the caller's key implementation
-(the main job uses ``rbg``), which is not a vetted cryptographic PRNG; see
-SECURITY.md.
+Words come from ``jax.random`` with the caller's key implementation: the main
+job uses :data:`jaxmpc.prg.AES` (AES-128 in counter mode); see SECURITY.md.
 """
 
 from __future__ import annotations
