@@ -2,18 +2,22 @@
 
 JAX will not differentiate integer arrays, and a custom_vjp rule cannot hand
 back uint64 cotangents. So while differentiating, a :class:`SharedTensor`
-carries its shares as **complex128**: real part = high 32 bits, imaginary part =
-low 32 bits, both exact integers (see :func:`jaxmpc.tensor.to_carrier`). The
-carrier is internal: users pass and get uint64 shares.
+carries its shares as **complex128**, in two encodings (see
+:mod:`jaxmpc.tensor`): values hold the uint64 bits themselves (free to
+convert: XLA removes the conversions), tangents and cotangents hold the high
+and low 32 bits as exact integers. The carrier is internal: users pass and get
+uint64 shares.
 
-Why this is exact: the only JAX operations applied to carriers outside secure
-ops are structural and additive (add, sub, neg, reshape, transpose, indexing,
-broadcast, sums), and so are their transposes, which is how JAX accumulates
-cotangents (``ct_1 + ct_2`` when a value is used twice). Integer sums of 32-bit
-halves stay far below 2**53, so every carrier converts back to the right ring
-element; zeros are ring zeros. Everything else is a secure op built with
-:func:`secure_op`, whose forward and backward passes convert carrier -> uint64,
-run a protocol on shares, and convert back.
+Why this is exact: outside secure ops, JAX only moves value carriers
+(reshape, transpose, indexing, broadcast); sums and negations of values go
+through :func:`jaxmpc.tensor.linear_on_carriers`, which computes them on the
+ring and gives JAX the same linear map for the tangents. JAX's own cotangent
+arithmetic is additive (``ct_1 + ct_2`` when a value is used twice, sums,
+negation), and integer sums of 32-bit halves stay far below 2**53, so every
+cotangent converts back to the right ring element; zeros are ring zeros.
+Everything else is a secure op built with :func:`secure_op`, whose forward
+pass converts value carriers to uint64, runs a protocol on shares and converts
+back, and whose backward pass does the same with the additive carriers.
 
 Each rule below states its backward protocol. Randomness: an op takes one
 ``key``; its forward pass uses ``fold_in(key, 0)`` and its backward pass
@@ -41,26 +45,30 @@ def _is_shared(x: Any) -> bool:
     return isinstance(x, (SharedTensor, Premasked))
 
 
-def as_ring(x: SharedTensor | Premasked) -> SharedTensor | Premasked:
-    """The uint64 form of a tensor (identity if it is one already)."""
+def as_ring(x: SharedTensor | Premasked, tangent: bool = False) -> SharedTensor | Premasked:
+    """The uint64 form of a tensor (identity if it is one already); ``tangent``:
+    from the additive carrier of a (co)tangent, else from a value carrier."""
     if not x.is_carrier:
         return x
+    decode = tensor.from_carrier if tangent else tensor.from_value_carrier
     if isinstance(x, Premasked):
-        return Premasked(tensor.from_carrier(x.b), tensor.from_carrier(x.f), x.frac_bits)
-    return SharedTensor(tensor.from_carrier(x.shares), x.frac_bits)
+        return Premasked(decode(x.b), decode(x.f), x.frac_bits)
+    return SharedTensor(decode(x.shares), x.frac_bits)
 
 
-def as_carrier(x: SharedTensor | Premasked) -> SharedTensor | Premasked:
-    """The complex128 carrier of a tensor (identity if it is one already).
+def as_carrier(x: SharedTensor | Premasked, tangent: bool = False) -> SharedTensor | Premasked:
+    """The complex128 carrier of a tensor (identity if it is one already):
+    additive for a (co)tangent (``tangent``), else a value carrier.
 
-    A :class:`Premasked` weight carries its mask and its opened part, each
-    additive, so its cotangent is a premasked gradient (its pre-split limbs,
-    a function of the weight, are dropped: a trained weight changes)."""
+    A :class:`Premasked` weight carries its mask and its opened part, so its
+    cotangent is a premasked gradient (its pre-split limbs, a function of the
+    weight, are dropped: a trained weight changes)."""
     if x.is_carrier:
         return x
+    encode = tensor.to_carrier if tangent else tensor.to_value_carrier
     if isinstance(x, Premasked):
-        return Premasked(tensor.to_carrier(x.b), tensor.to_carrier(x.f), x.frac_bits)
-    return SharedTensor(tensor.to_carrier(x.shares), x.frac_bits)
+        return Premasked(encode(x.b), encode(x.f), x.frac_bits)
+    return SharedTensor(encode(x.shares), x.frac_bits)
 
 
 def secure_op(fwd: Fwd, bwd: Bwd) -> Callable[..., SharedTensor]:
@@ -92,9 +100,9 @@ def secure_op(fwd: Fwd, bwd: Bwd) -> Callable[..., SharedTensor]:
 
         def carrier_bwd(saved, ct):
             k_b, res = saved
-            cts = bwd(k_b, res, as_ring(ct), needs)
+            cts = bwd(k_b, res, as_ring(ct, tangent=True), needs)
             return (None, None) + tuple(
-                as_carrier(c) if (c is not None and need) else None for c, need in zip(cts, needs)
+                as_carrier(c, tangent=True) if (c is not None and need) else None for c, need in zip(cts, needs)
             )
 
         carrier_op.defvjp(carrier_fwd, carrier_bwd)
@@ -135,8 +143,8 @@ def value_and_grad(
                 f"(got {out!r}); sum or average it first"
             )
         seed = tensor.from_public(jnp.ones(out.shape), out.n_parties, out.frac_bits)
-        (grads,) = vjp(as_carrier(seed))
-        grads = jax.tree.map(as_ring, grads, is_leaf=_is_shared)
+        (grads,) = vjp(as_carrier(seed, tangent=True))
+        grads = jax.tree.map(functools.partial(as_ring, tangent=True), grads, is_leaf=_is_shared)
         value = as_ring(out)
         return ((value, aux), grads) if has_aux else (value, grads)
 

@@ -11,10 +11,21 @@ indexing, sums over axes. Anything that multiplies by a non-integer or by
 another secret needs dealer randomness and a ``key``; those are functions in
 :mod:`jaxmpc.protocols`.
 
-During differentiation (:mod:`jaxmpc.autodiff`) the same class carries a
-float *carrier* of the shares instead (complex128: real part = high 32 bits,
-imaginary part = low 32 bits, both exact integers). The local operations
-below are written so that they are exact on both representations.
+During differentiation (:mod:`jaxmpc.autodiff`) the same class holds a
+complex128 *carrier* of the shares instead, in one of two encodings:
+
+* values (primal): the uint64 bits themselves, bitcast to the real part
+  (:func:`to_value_carrier`); converting back and forth is free, and XLA
+  removes it altogether;
+* tangents and cotangents: real part = high 32 bits, imaginary part = low 32
+  bits, both exact integers (:func:`to_carrier`), so JAX's own cotangent
+  arithmetic (``ct_1 + ct_2`` when a value is used twice, sums, negation) is
+  exact ring arithmetic.
+
+The local operations below move value carriers freely (reshape, index,
+broadcast) and compute on them only through :func:`linear_on_carriers`,
+which adds, negates or sums on the ring and gives JAX the same linear map for
+the tangents.
 """
 
 from __future__ import annotations
@@ -84,15 +95,13 @@ class SharedTensor:
         if isinstance(other, SharedTensor):
             check_compatible(self, other)
             a, b = _common_repr(_align(self, other.ndim), _align(other, self.ndim))
-            return self._with(a + b)
+            return self._with(linear_on_carriers(jnp.add, a, b))
         return add_public(self, other)
 
     __radd__ = __add__
 
     def __neg__(self) -> "SharedTensor":
-        if self.is_carrier:
-            return self._with(-self.shares)
-        return self._with(jnp.zeros_like(self.shares) - self.shares)
+        return self._with(linear_on_carriers(negate_words, self.shares))
 
     def __sub__(self, other: Any) -> "SharedTensor":
         if isinstance(other, SharedTensor):
@@ -160,7 +169,9 @@ class SharedTensor:
         elif isinstance(axis, (int, np.integer)):
             axis = (axis,)
         axes = tuple(_axis(a, self.ndim) + 1 for a in axis)
-        return self._with(jnp.sum(self.shares, axis=axes, keepdims=keepdims))
+        return self._with(
+            linear_on_carriers(lambda s: jnp.sum(s, axis=axes, keepdims=keepdims, dtype=s.dtype), self.shares)
+        )
 
     def broadcast_to(self, shape: Sequence[int]) -> "SharedTensor":
         _check_broadcast(self.shape, tuple(shape), target=True)
@@ -215,7 +226,7 @@ def check_compatible(*xs: SharedTensor, broadcast: bool = True) -> None:
 
 
 def to_carrier(u: jax.Array) -> jax.Array:
-    """uint64 -> complex128 carrier: real = high 32 bits, imag = low 32 bits."""
+    """uint64 -> additive complex128 carrier (tangents): real = high 32 bits, imag = low 32 bits."""
     hi = (u >> jnp.uint64(32)).astype(jnp.float64)
     lo = (u & jnp.uint64(0xFFFFFFFF)).astype(jnp.float64)
     return jax.lax.complex(hi, lo)
@@ -226,6 +237,49 @@ def from_carrier(c: jax.Array) -> jax.Array:
     hi = ring.from_signed(jnp.real(c).astype(jnp.int64))
     lo = ring.from_signed(jnp.imag(c).astype(jnp.int64))
     return (hi << jnp.uint64(32)) + lo
+
+
+def to_value_carrier(u: jax.Array) -> jax.Array:
+    """uint64 -> value carrier: the bits as the real part (imaginary part 0).
+
+    Not additive: only moved, or computed on through :func:`linear_on_carriers`."""
+    return jax.lax.complex(jax.lax.bitcast_convert_type(u, jnp.float64), jnp.zeros(u.shape, jnp.float64))
+
+
+def from_value_carrier(c: jax.Array) -> jax.Array:
+    """Value carrier -> uint64 (the inverse of :func:`to_value_carrier`)."""
+    return jax.lax.bitcast_convert_type(jnp.real(c), jnp.uint64)
+
+
+def negate_words(s: jax.Array) -> jax.Array:
+    """``-s`` on uint64 words (mod 2**64) and on additive carriers alike."""
+    return jnp.zeros_like(s) - s
+
+
+def linear_on_carriers(fn, *xs: jax.Array, offset: jax.Array | None = None) -> jax.Array:
+    """``fn(*xs) (+ offset)`` for an additive ``fn`` (sums, negation: ``jnp``
+    ops exact on uint64 and on additive carriers) and an optional public uint64
+    ``offset`` of the output's shape, which has no tangent.
+
+    On uint64 shares it is just that. On value carriers it decodes, computes on
+    the ring and encodes again, and, as a ``custom_jvp``, tells JAX that the
+    tangent map is ``fn`` itself, which JAX transposes into exact cotangent
+    arithmetic on additive carriers.
+    """
+    if xs[0].dtype != CARRIER_DTYPE:
+        out = fn(*xs)
+        return out if offset is None else out + offset
+
+    @jax.custom_jvp
+    def op(off, *cs):
+        out = fn(*map(from_value_carrier, cs))
+        return to_value_carrier(out if off is None else out + off)
+
+    @op.defjvp
+    def _jvp(primals, tangents):
+        return op(*primals), fn(*tangents[1:])
+
+    return op(offset, *xs)
 
 
 def _align(x: SharedTensor, ndim: int) -> jax.Array:
@@ -241,8 +295,8 @@ def _common_repr(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     if a.dtype == b.dtype:
         return a, b
     if a.dtype == CARRIER_DTYPE:
-        return a, to_carrier(b)
-    return to_carrier(a), b
+        return a, to_value_carrier(b)
+    return to_value_carrier(a), b
 
 
 def add_public(x: SharedTensor, p: Any, *, negate: bool = False) -> SharedTensor:
@@ -253,8 +307,8 @@ def add_public(x: SharedTensor, p: Any, *, negate: bool = False) -> SharedTensor
     _check_broadcast(x.shape, enc.shape)
     shape = np.broadcast_shapes(x.shape, enc.shape)
     shares = jnp.broadcast_to(_align(x, len(shape)), (x.n_parties,) + shape)
-    enc = to_carrier(enc) if x.is_carrier else enc
-    return x._with(shares.at[0].add(enc))
+    offset = jnp.zeros((x.n_parties,) + shape, ring.RING_DTYPE).at[0].set(jnp.broadcast_to(enc, shape))
+    return x._with(linear_on_carriers(lambda s: s, shares, offset=offset))
 
 
 # ---------------------------------------------------------- sharing, revealing

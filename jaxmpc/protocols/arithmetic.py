@@ -9,13 +9,14 @@ secret (``s``) or public (``p``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmpc import dealer, debug, limbs, ring, spmd
+from jaxmpc import dealer, debug, limbs, ring, spmd, tensor
 from jaxmpc.tensor import SharedTensor, _align, _check_broadcast, _require_ring, check_compatible
 
 TruncMethod = Literal["dealer", "local"]
@@ -364,7 +365,8 @@ class Premasked:
 
     def as_shared(self) -> SharedTensor:
         """Shares of ``y`` again, locally: ``b_i + [i = 0] f``."""
-        return SharedTensor(self.b.at[0].add(self.f[0]), self.frac_bits)
+        lead = jnp.zeros_like(self.f).at[0].set(self.f[0])
+        return SharedTensor(tensor.linear_on_carriers(jnp.add, self.b, lead), self.frac_bits)
 
     def __getitem__(self, idx: Any) -> "Premasked":
         """A slice, e.g. one batch of premasked data: the same masks, sliced; no split."""
@@ -373,7 +375,8 @@ class Premasked:
 
     def __neg__(self) -> "Premasked":
         """``-y``: mask ``-b`` (still the dealer's), opened part ``-f``; no split."""
-        return Premasked(-self.b, -self.f, self.frac_bits)
+        neg = functools.partial(tensor.linear_on_carriers, tensor.negate_words)
+        return Premasked(neg(self.b), neg(self.f), self.frac_bits)
 
 
 def premask(y: SharedTensor, key: jax.Array, *, split: bool = True) -> Premasked:
