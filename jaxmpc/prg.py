@@ -55,7 +55,7 @@ def _make_sbox() -> np.ndarray:
 
     box = np.zeros(256, np.uint8)
     p = q = 1
-    while True:  # p runs over the powers of 3, q over those of 3^-1 = q * p^-1 ... as a pair
+    while True:  # p runs over the powers of 3, q over the matching powers of 3**-1, so q = p**-1
         p = (p ^ (p << 1) ^ (0x1B if p & 0x80 else 0)) & 0xFF
         q ^= q << 1
         q ^= q << 2
