@@ -162,13 +162,17 @@ def native_bits(key: jax.Array, dtype, shape: tuple[int, ...]) -> jax.Array:
 def _random_bits(key: jax.Array, bit_width: int, shape: tuple[int, ...]) -> jax.Array:
     dtype = jnp.dtype(f"uint{bit_width}")
     shape = tuple(shape)
-    if native_available():
-        return jax.lax.platform_dependent(
-            key,
-            cpu=lambda k: native_bits(k, dtype, shape),
-            default=lambda k: reference_bits(k, dtype, shape),
-        )
-    return reference_bits(key, dtype, shape)
+    if not native_available():
+        return reference_bits(key, dtype, shape)
+    if jax.default_backend() == "cpu":
+        # no accelerator to place the computation on: skip lowering the
+        # reference (about 25 ms of compile time per draw)
+        return native_bits(key, dtype, shape)
+    return jax.lax.platform_dependent(
+        key,
+        cpu=lambda k: native_bits(k, dtype, shape),
+        default=lambda k: reference_bits(k, dtype, shape),
+    )
 
 
 _rbg = jex_random.rbg_prng_impl
